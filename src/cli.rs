@@ -1,0 +1,90 @@
+//! The command line: every subcommand and flag, each flag also settable by environment.
+//!
+//! Only parsing lives here; `main.rs` starts logging and dispatches to the library.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Keep Kubernetes clusters deployable when their container registries fail.
+///
+/// Lifeboat reads a desired state (Registry, MirrorSet, PrePullSet and BackupPolicy documents)
+/// from a folder or a Git repository and keeps an internal mirror, node caches and offline
+/// backups in line with it.
+///
+/// Exit codes: 0 success or no change; 1 changes found (diff); 2 invalid input or error.
+#[derive(Debug, Parser)]
+#[command(name = "lifeboat", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Output format of results on stdout.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Human, env = "LIFEBOAT_OUTPUT")]
+    pub output: Output,
+    /// Format of logs on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LIFEBOAT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter, such as `info` or `lifeboat=debug`.
+    #[arg(long, global = true, default_value = "warn", env = "LIFEBOAT_LOG")]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Text for people.
+    Human,
+    /// JSON for machines.
+    Json,
+    /// Markdown for pull-request comments (diff only).
+    Markdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a desired-state folder offline and report every problem at once.
+    ///
+    /// Exit 0 when valid (warnings are printed), 2 when invalid.
+    Validate(ValidateArgs),
+    /// Show what a change to the desired state will do, from two Git revisions, offline.
+    ///
+    /// Reads both revisions straight from Git objects (no checkout; works on bare repositories
+    /// and CI clones). Exit 0 no change, 1 changes, 2 invalid desired state or error.
+    Diff(DiffArgs),
+    /// Print the JSON Schema of the desired-state documents.
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Folder holding the desired-state YAML files.
+    #[arg(default_value = ".", env = "LIFEBOAT_PATH")]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Git repository (work tree, bare repository, or any folder inside one).
+    #[arg(long, default_value = ".", env = "LIFEBOAT_REPO")]
+    pub repo: PathBuf,
+    /// Revision before the change, such as `origin/main` or `HEAD~1`.
+    #[arg(long, env = "LIFEBOAT_BASE")]
+    pub base: String,
+    /// Revision after the change.
+    #[arg(long, default_value = "HEAD", env = "LIFEBOAT_HEAD")]
+    pub head: String,
+    /// Folder of the desired state inside the repository.
+    #[arg(long, env = "LIFEBOAT_PATH")]
+    pub path: Option<String>,
+}

@@ -1,0 +1,96 @@
+//! What each subcommand does, returning the exit code; `main.rs` only wires it up.
+
+use std::io::Write;
+
+use anyhow::Context;
+
+use crate::cli::{DiffArgs, Output, ValidateArgs};
+use crate::desired::{self, DesiredState, Diagnostics, DirectorySource, LoadError};
+use crate::diff::{self, render};
+use crate::git::TreeSource;
+
+/// Exit codes shared by every command.
+pub mod exit {
+    /// Success, valid, or no change.
+    pub const OK: u8 = 0;
+    /// Changes found (`diff`).
+    pub const CHANGES: u8 = 1;
+    /// Invalid desired state or any error.
+    pub const ERROR: u8 = 2;
+}
+
+fn write_out(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes()).context("writing to stdout")?;
+    stdout.flush().context("writing to stdout")
+}
+
+/// Prints diagnostics: to stdout as the result of `validate`, to stderr for other commands.
+fn diagnostics_text(diags: &Diagnostics, output: Output) -> String {
+    match output {
+        Output::Json => {
+            let value = serde_json::json!({
+                "valid": !diags.has_errors(),
+                "errors": diags.error_count(),
+                "warnings": diags.warning_count(),
+                "diagnostics": diags,
+            });
+            serde_json::to_string_pretty(&value).expect("diagnostics serialize") + "\n"
+        }
+        Output::Human | Output::Markdown => format!("{diags}\n"),
+    }
+}
+
+pub fn validate(args: &ValidateArgs, output: Output) -> anyhow::Result<u8> {
+    let source = DirectorySource::new(&args.path)?;
+    let (diags, code) = match desired::load(&source) {
+        Ok(state) => (state.warnings, exit::OK),
+        Err(LoadError::Invalid(diags)) => (diags, exit::ERROR),
+        Err(LoadError::Read(e)) => return Err(e),
+    };
+    let mut text = diagnostics_text(&diags, output);
+    if code == exit::OK && output != Output::Json {
+        text = format!("{} is valid\n{}", args.path.display(), if diags.is_empty() { String::new() } else { text });
+    }
+    write_out(&text)?;
+    Ok(code)
+}
+
+/// Loads one revision, printing its diagnostics (to stderr) when it is invalid.
+fn load_revision(args: &DiffArgs, rev: &str, output: Output) -> anyhow::Result<Option<(TreeSource, DesiredState)>> {
+    let source = TreeSource::read(&args.repo, rev, args.path.as_deref())?;
+    match desired::load(&source) {
+        Ok(state) => Ok(Some((source, state))),
+        Err(LoadError::Invalid(diags)) => {
+            eprintln!("the desired state at `{rev}` is invalid:");
+            eprint!("{}", diagnostics_text(&diags, if output == Output::Json { Output::Json } else { Output::Human }));
+            Ok(None)
+        }
+        Err(LoadError::Read(e)) => Err(e),
+    }
+}
+
+pub fn diff(args: &DiffArgs, output: Output) -> anyhow::Result<u8> {
+    let base = load_revision(args, &args.base, output)?;
+    let head = load_revision(args, &args.head, output)?;
+    let (Some((base_source, base)), Some((head_source, head))) = (base, head) else {
+        return Ok(exit::ERROR);
+    };
+    let changes = diff::compare(&base, &head);
+    let report = render::Report::new(
+        render::Revision { rev: base_source.rev, commit: base_source.commit },
+        render::Revision { rev: head_source.rev, commit: head_source.commit },
+        &changes,
+    );
+    write_out(&match output {
+        Output::Human => render::human(&report),
+        Output::Json => render::json(&report),
+        Output::Markdown => render::markdown(&report),
+    })?;
+    Ok(if changes.is_empty() { exit::OK } else { exit::CHANGES })
+}
+
+pub fn schema() -> anyhow::Result<u8> {
+    write_out(&crate::schema::render())?;
+    Ok(exit::OK)
+}

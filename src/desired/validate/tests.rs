@@ -1,0 +1,300 @@
+use super::*;
+use crate::desired::Severity;
+use crate::desired::source::MemorySource;
+
+const MIRROR: &str = r#"apiVersion: lifeboat.dev/v1alpha1
+kind: MirrorSet
+metadata: {name: base}
+spec:
+  target: registry.internal.example:5000/mirror
+  images:
+    - source: registry.vendor.example/base/glibc
+      tags: ["2.40"]
+"#;
+
+fn source(files: &[(&str, &str)]) -> MemorySource {
+    MemorySource { files: files.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect() }
+}
+
+fn load_files(files: &[(&str, &str)]) -> Result<DesiredState, Diagnostics> {
+    match load(&source(files)) {
+        Ok(state) => Ok(state),
+        Err(LoadError::Invalid(d)) => Err(d),
+        Err(LoadError::Read(e)) => panic!("read error: {e:#}"),
+    }
+}
+
+fn errors_of(text: &str) -> Vec<Diagnostic> {
+    match load_files(&[("a.yaml", text), ("keys/k.pub", "key")]) {
+        Ok(_) => Vec::new(),
+        Err(d) => d.iter().filter(|d| d.severity == Severity::Error).cloned().collect(),
+    }
+}
+
+/// Replaces `from` in the valid MirrorSet and returns the errors.
+fn mirror_with(from: &str, to: &str) -> Vec<Diagnostic> {
+    assert!(MIRROR.contains(from), "{from}");
+    errors_of(&MIRROR.replace(from, to))
+}
+
+#[test]
+fn the_base_document_is_valid() {
+    let state = load_files(&[("a.yaml", MIRROR)]).unwrap();
+    let set = &state.mirror_sets["base"];
+    assert_eq!(set.schedule.expression(), DEFAULT_MIRROR_SCHEDULE);
+    assert_eq!(set.on_tag_move, raw::OnTagMove::Update);
+    assert_eq!(set.platforms, Platforms::All);
+    assert!(!set.prune);
+    assert_eq!(set.signatures.policy, raw::SignaturePolicy::Off);
+    assert_eq!(
+        set.fixed_mirror_refs().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["registry.internal.example:5000/mirror/base/glibc:2.40"]
+    );
+}
+
+#[test]
+fn mirror_set_field_problems() {
+    // (replace, with, expected path, expected words in the message)
+    let table: &[(&str, &str, &str, &str)] = &[
+        ("tags: [\"2.40\"]", "tags: [\".bad\"]", "spec.images[0].tags[0]", "not a valid tag"),
+        ("tags: [\"2.40\"]", "tags: []", "spec.images[0].source", "no tags are selected"),
+        ("tags: [\"2.40\"]", "tag: \"2.40\"", "spec.images[0].tag", "digest pin"),
+        ("base/glibc", "base/glibc:2.40", "spec.images[0].source", "carries the tag"),
+        ("base/glibc", "base/glibc@sha256:abc", "spec.images[0].source", "64 lowercase hex"),
+        ("registry.internal.example:5000/mirror", "mirror", "spec.target", "mirror registry host"),
+        ("  images:", "  schedule: \"0 0 * * * *\"\n  images:", "spec.schedule", "6 fields"),
+        ("  images:", "  platforms: [linux]\n  images:", "spec.platforms[0]", "os/arch"),
+        ("  images:", "  platforms: some\n  images:", "spec.platforms", "invalid value"),
+        ("  images:", "  onTagMove: replace\n  images:", "spec.onTagMove", "unknown variant"),
+        ("  images:", "  signatures: {policy: required}\n  images:", "spec.signatures", "needs keys"),
+        (
+            "  images:",
+            "  signatures: {keys: [keys/missing.pub]}\n  images:",
+            "spec.signatures.keys[0]",
+            "does not exist",
+        ),
+        ("  images:", "  signatures: {keys: [../k.pub]}\n  images:", "spec.signatures.keys[0]", "leaves"),
+        (
+            "  images:",
+            "  signatures:\n    keyless: [{issuer: \"https://issuer.example\", identityRegex: \"(\"}]\n  images:",
+            "spec.signatures.keyless[0].identityRegex",
+            "not a valid regular expression",
+        ),
+        (
+            "  images:",
+            "  signatures:\n    keyless: [{issuer: \"https://issuer.example\", identity: a@b}]\n  images:",
+            "spec.signatures.keyless",
+            "trust root",
+        ),
+        (
+            "      tags: [\"2.40\"]",
+            "      tagRules: {keepLatest: 0}",
+            "spec.images[0].tagRules.keepLatest",
+            "select no tag",
+        ),
+        (
+            "      tags: [\"2.40\"]",
+            "      tagRules: {semver: \"~>1\"}",
+            "spec.images[0].tagRules.semver",
+            "semantic-version",
+        ),
+        (
+            "      tags: [\"2.40\"]",
+            "      tagRules: {deny: [\"[\"]}",
+            "spec.images[0].tagRules.deny[0]",
+            "regular expression",
+        ),
+        ("metadata: {name: base}", "metadata: {name: Base_Set}", "metadata.name", "not a valid name"),
+        ("metadata: {name: base}", "metadata: {}", "metadata", "missing field `name`"),
+    ];
+    for (from, to, path, words) in table {
+        let errors = mirror_with(from, to);
+        assert!(
+            errors.iter().any(|e| e.path.as_deref() == Some(*path) && e.message.contains(words) && e.line.is_some()),
+            "replacing {from:?} with {to:?}: expected an error at {path} saying {words:?}, got {errors:#?}"
+        );
+    }
+}
+
+#[test]
+fn unquoted_version_tags_keep_their_text() {
+    // YAML 1.1 tools read 2.40 as the number 2.4; the loader keeps the text as written.
+    let state = load_files(&[("a.yaml", &MIRROR.replace("tags: [\"2.40\"]", "tags: [2.40, 3]"))]).unwrap();
+    let Selection::Tags { tags, .. } = &state.mirror_sets["base"].images[0].selection else {
+        panic!("tags expected");
+    };
+    assert_eq!(tags.iter().map(String::as_str).collect::<Vec<_>>(), ["2.40", "3"]);
+}
+
+#[test]
+fn digest_pins_need_a_mirror_tag_and_nothing_else() {
+    let pin = "base/glibc@sha256:eb8f0c402a49674df4988ee3bf8b27230b4d7dde24c9e118996723a0c9796649";
+    let errors = errors_of(&MIRROR.replace("base/glibc", pin));
+    assert!(errors.iter().any(|e| e.message.contains("cannot also select tags")), "{errors:#?}");
+    let errors = errors_of(&MIRROR.replace("base/glibc", pin).replace("tags: [\"2.40\"]", "foo: bar"));
+    assert!(errors.iter().any(|e| e.message.contains("unknown field `foo`")), "{errors:#?}");
+    let state =
+        load_files(&[("a.yaml", &MIRROR.replace("base/glibc", pin).replace("tags: [\"2.40\"]", "tag: 2-pinned"))])
+            .unwrap();
+    let refs = state.mirror_sets["base"].fixed_mirror_refs();
+    let expected = "registry.internal.example:5000/mirror/base/glibc:2-pinned@sha256:eb8f0c402a49674df4988ee3bf8b27230b4d7dde24c9e118996723a0c9796649";
+    assert_eq!(refs.iter().map(ToString::to_string).collect::<Vec<_>>(), [expected]);
+}
+
+#[test]
+fn a_repository_listed_twice_in_one_set_is_an_error() {
+    let text = MIRROR.to_string() + "    - source: registry.vendor.example/base/glibc\n      tags: [\"2.41\"]\n";
+    let errors = errors_of(&text);
+    assert!(errors.iter().any(|e| e.message.contains("already listed at spec.images[0]")), "{errors:#?}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let broken_one = MIRROR.replace("tags: [\"2.40\"]", "tags: [\".x\"]");
+    let broken_two = MIRROR.replace("name: base", "name: other").replace("mirror\n", "mirror\n  schedule: nope\n");
+    let result = load_files(&[("one.yaml", &broken_one), ("two.yaml", &broken_two)]);
+    let diags = result.unwrap_err();
+    let files: BTreeSet<&str> = diags.iter().map(|d| d.file.as_str()).collect();
+    assert_eq!(files, BTreeSet::from(["one.yaml", "two.yaml"]));
+}
+
+#[test]
+fn duplicate_names_point_at_the_first_definition() {
+    let diags = load_files(&[("a.yaml", MIRROR), ("b.yaml", &MIRROR.replace("2.40", "2.41"))]).unwrap_err();
+    let d = diags.iter().find(|d| d.message.contains("duplicate")).expect("a duplicate error");
+    assert_eq!(d.file, "b.yaml");
+    assert!(d.message.contains("first defined at a.yaml:3"), "{}", d.message);
+}
+
+#[test]
+fn a_broken_mirror_set_does_not_cascade_into_missing_references() {
+    let prepull =
+        "apiVersion: lifeboat.dev/v1alpha1\nkind: PrePullSet\nmetadata: {name: p}\nspec:\n  mirrorSets: [base]\n";
+    let broken = MIRROR.replace("target:", "targett:");
+    let diags = load_files(&[("a.yaml", &broken), ("p.yaml", prepull)]).unwrap_err();
+    assert_eq!(diags.error_count(), 1, "{diags}");
+    assert!(diags.iter().next().unwrap().hint.as_deref() == Some("did you mean `target`?"));
+}
+
+#[test]
+fn registries_for_one_host_must_agree() {
+    let registry = |name: &str, insecure: bool| {
+        format!(
+            "apiVersion: lifeboat.dev/v1alpha1\nkind: Registry\nmetadata: {{name: {name}}}\nspec:\n  host: localhost:5000\n  insecure: {insecure}\n"
+        )
+    };
+    let diags = load_files(&[("a.yaml", &registry("a", true)), ("b.yaml", &registry("b", false))]).unwrap_err();
+    assert!(diags.iter().any(|d| d.message.contains("different settings")), "{diags}");
+    let state = load_files(&[("a.yaml", &registry("a", true)), ("b.yaml", &registry("b", true))]).unwrap();
+    assert_eq!(state.warnings.warning_count(), 1);
+}
+
+#[test]
+fn registry_field_problems() {
+    let base = "apiVersion: lifeboat.dev/v1alpha1\nkind: Registry\nmetadata: {name: r}\nspec:\n  host: registry.example:5000\n";
+    let table: &[(&str, &str)] = &[
+        ("  host: registry.example:5000\n", "without scheme"),
+        ("  caFile: certs/none.pem\n", "does not exist"),
+        ("  credentials: {dockerConfig: relative/config.json}\n", "absolute path"),
+        ("  credentials: {dockerConfig: '{\"auths\": {}}'}\n", "inline secret"),
+        ("  credentials: {dockerConfig: /a, helper: b}\n", "exactly one"),
+        ("  credentials: {helper: 'ecr login'}\n", "not a credential helper"),
+        ("  limits: {concurrency: 0}\n", "concurrency 0"),
+        ("  limits: {requestsPerSecond: -1}\n", "not a positive rate"),
+        ("  token: abc\n", "inline secret"),
+        ("  registryToken: abc\n", "inline secret"),
+    ];
+    for (extra, words) in table {
+        let text = if words == &"without scheme" {
+            base.replace("registry.example:5000", "https://registry.example")
+        } else {
+            format!("{base}{extra}")
+        };
+        let errors = errors_of(&text);
+        assert!(errors.iter().any(|e| e.message.contains(words)), "{extra:?}: expected {words:?}, got {errors:#?}");
+    }
+}
+
+#[test]
+fn private_keys_are_never_accepted_anywhere() {
+    let text = MIRROR.replace(
+        "metadata: {name: base}",
+        "metadata:\n  name: base\n  annotations:\n    note: \"-----BEGIN EC PRIVATE KEY-----\\nMHc...\"",
+    );
+    let errors = errors_of(&text);
+    assert!(errors.iter().any(|e| e.message.contains("private key")), "{errors:#?}");
+}
+
+#[test]
+fn pre_pull_and_backup_problems() {
+    let prepull = "apiVersion: lifeboat.dev/v1alpha1\nkind: PrePullSet\nmetadata: {name: p}\nspec:\n";
+    let backup = "apiVersion: lifeboat.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {name: b}\nspec:\n  schedule: \"0 3 * * *\"\n  destination: /backups\n  mirrorSets: [base]\n";
+    let table: &[(String, &str)] = &[
+        (format!("{prepull}  mirrorSets: [nope]\n"), "MirrorSet `nope` does not exist"),
+        (format!("{prepull}  images: [registry.internal.example:5000/x]\n"), "names no tag or digest"),
+        (format!("{prepull}  nodeSelector: {{}}\n"), "no image is selected"),
+        (format!("{prepull}  mirrorSets: [base]\n  pullSecrets: [Bad_Secret]\n"), "not a valid Secret name"),
+        (
+            format!("{prepull}  mirrorSets: [base]\n  tolerations: [{{key: a, operator: Exists, value: b}}]\n"),
+            "takes no value",
+        ),
+        (
+            format!("{prepull}  mirrorSets: [base]\n  tolerations: [{{key: a, tolerationSeconds: 5}}]\n"),
+            "only applies to effect NoExecute",
+        ),
+        (format!("{prepull}  mirrorSets: [base]\n  method: daemon\n"), "unknown variant"),
+        (backup.replace("/backups", "backups"), "absolute path"),
+        (backup.replace("0 3 * * *", "daily"), "1 field"),
+        (format!("{backup}  retention: {{maxAge: forever}}\n"), "not a duration"),
+        (format!("{backup}  retention: {{keep: 0}}\n"), "keep 0"),
+        (format!("{backup}  maxPartSize: 4 GB-ish\n"), "not a size"),
+        (format!("{backup}  maxPartSize: 10KiB\n"), "smaller than 1MiB"),
+        (format!("{backup}  compression: xz\n"), "unknown variant"),
+        (format!("{backup}  encryption: {{ageRecipients: [age1nope]}}\n"), "not an age recipient"),
+        (format!("{backup}  encryption: {{ageRecipients: [AGE-SECRET-KEY-1QQQQ]}}\n"), "private key"),
+    ];
+    for (text, words) in table {
+        let errors = match load_files(&[("m.yaml", MIRROR), ("x.yaml", text)]) {
+            Ok(_) => Vec::new(),
+            Err(d) => d.iter().cloned().collect(),
+        };
+        assert!(
+            errors.iter().any(|e| e.message.contains(words) && e.file == "x.yaml"),
+            "{text}\nexpected {words:?}, got {errors:#?}"
+        );
+    }
+}
+
+#[test]
+fn header_problems() {
+    let table: &[(&str, &str)] = &[
+        ("- a\n- b\n", "must be a mapping"),
+        ("kind: MirrorSet\n", "no apiVersion"),
+        ("apiVersion: lifeboat.dev/v1\nkind: MirrorSet\n", "unknown apiVersion"),
+        ("apiVersion: lifeboat.dev/v1alpha1\n", "no kind"),
+        ("apiVersion: lifeboat.dev/v1alpha1\nkind: MirrorSets\n", "unknown kind `MirrorSets`"),
+        ("a: [\n", "YAML syntax error"),
+    ];
+    for (text, words) in table {
+        let errors = errors_of(text);
+        assert!(errors.iter().any(|e| e.message.contains(words)), "{text:?}: expected {words:?}, got {errors:#?}");
+    }
+    let errors = errors_of("apiVersion: lifeboat.dev/v1alpha1\nkind: MirrorSets\n");
+    assert_eq!(errors[0].hint.as_deref().map(|h| h.starts_with("did you mean `MirrorSet`?")), Some(true));
+}
+
+#[test]
+fn an_empty_tree_is_invalid() {
+    let diags = load_files(&[("README.md", "# nothing")]).unwrap_err();
+    assert!(diags.iter().next().unwrap().message.contains("no desired-state documents"));
+}
+
+#[test]
+fn multi_document_files_keep_their_own_line_numbers() {
+    let second = MIRROR.replace("name: base", "name: two").replace("2.40", "2.41").replace("  target", "  targe");
+    let text = format!("{MIRROR}---\n{second}");
+    let diags = load_files(&[("a.yaml", &text)]).unwrap_err();
+    let d = diags.iter().next().unwrap();
+    // `targe:` is line 5 of the second document, which starts after 8 lines and a marker.
+    assert_eq!((d.line, d.column), (Some(14), Some(3)), "{d}");
+}

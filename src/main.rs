@@ -1,0 +1,39 @@
+//! The `lifeboat` binary: parse arguments, start logging, run the command, map the result to
+//! an exit code, and print any error with its whole chain of causes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use lifeboat::cli::{Cli, Command, LogFormat};
+use lifeboat::commands::{self, exit};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format, &cli.global.log);
+    let output = cli.global.output;
+    let result = match &cli.command {
+        Command::Validate(args) => commands::validate(args, output),
+        Command::Diff(args) => commands::diff(args, output),
+        Command::Schema => commands::schema(),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("warning: ignoring log filter `{filter}`: {e}");
+        EnvFilter::new("warn")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
