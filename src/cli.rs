@@ -23,6 +23,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Output format of results on stdout.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Human, env = "LIFEBOAT_OUTPUT")]

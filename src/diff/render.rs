@@ -95,6 +95,30 @@ fn line(change: &Change) -> String {
     }
 }
 
+/// One Markdown bullet per change: words in bold, names in code.
+fn markdown_line(change: &Change) -> String {
+    let opt = |v: &Option<String>| v.as_deref().map_or("(none)".to_string(), |r| format!("`{r}`"));
+    match change {
+        Change::DocumentAdded { kind, name } => format!("**added** {kind} `{name}`"),
+        Change::DocumentRemoved { kind, name } => format!("**removed** {kind} `{name}`"),
+        Change::ImageAdded { source, selection, .. } => format!("**image added** `{source}` ({selection})"),
+        Change::ImageRemoved { source, selection, .. } => format!("**image removed** `{source}` ({selection})"),
+        Change::TagAdded { source, tag, target, .. } => format!("**tag added** `{tag}` of `{source}` → `{target}`"),
+        Change::TagRemoved { source, tag, target, .. } => {
+            format!("**tag removed** `{tag}` of `{source}` (was `{target}`)")
+        }
+        Change::DigestPinChanged { source, tag, from, to, .. } => {
+            format!("**digest pin changed** `{source}` (tag `{tag}`): `{from}` → `{to}`")
+        }
+        Change::TagRulesChanged { source, from, to, .. } => {
+            format!("**tag rules changed** `{source}`: {} → {}", opt(from), opt(to))
+        }
+        Change::SettingChanged { field, from, to, .. } => {
+            format!("**setting changed** `{field}`: `{}` → `{}`", show(from), show(to))
+        }
+    }
+}
+
 /// Changes grouped by document, in the order they were found.
 fn grouped(diff: &DesiredDiff) -> Vec<(String, Vec<&Change>)> {
     let mut groups: Vec<(String, Vec<&Change>)> = Vec::new();
@@ -176,12 +200,12 @@ pub fn markdown(report: &Report<'_>) -> String {
     for (doc, changes) in grouped(report.diff) {
         let _ = writeln!(out, "\n#### {doc}\n");
         for change in changes {
-            let _ = writeln!(out, "- `{}`", line(change).replace('`', "'"));
+            let _ = writeln!(out, "- {}", markdown_line(change));
         }
     }
-    let mut block = |title: String, refs: &RefChanges| {
+    let mut block = |title: String, refs: &RefChanges, fold: bool| {
         let body = refs_diff(refs);
-        let long = body.lines().count() > 20;
+        let long = fold || body.lines().count() > 20;
         if long {
             let _ = writeln!(out, "\n<details><summary>{title}</summary>\n");
         } else {
@@ -193,10 +217,11 @@ pub fn markdown(report: &Report<'_>) -> String {
         }
     };
     if !report.diff.mirror_refs.is_empty() {
-        block(format!("Mirror references ({RULES_NOTE}):"), &report.diff.mirror_refs);
+        block(format!("Mirror references ({RULES_NOTE}):"), &report.diff.mirror_refs, false);
     }
     for c in &report.diff.coverage {
-        block(format!("{}/{} coverage:", c.kind, c.name), &c.refs);
+        let (added, removed) = (c.refs.added.len(), c.refs.removed.len());
+        block(format!("{}/{} covers {added} more, {removed} fewer", c.kind, c.name), &c.refs, true);
     }
     out
 }

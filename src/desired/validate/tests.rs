@@ -1,6 +1,8 @@
+use std::collections::BTreeSet;
+
 use super::*;
-use crate::desired::Severity;
 use crate::desired::source::MemorySource;
+use crate::desired::{DEFAULT_MIRROR_SCHEDULE, Platforms, Selection, Severity};
 
 const MIRROR: &str = r#"apiVersion: lifeboat.dev/v1alpha1
 kind: MirrorSet

@@ -1,0 +1,483 @@
+//! The loader: YAML files → raw documents → a validated [`DesiredState`], or every problem.
+//!
+//! Stage one reads each document's header (`apiVersion`, `kind`, `metadata.name`) and its raw
+//! typed form; stage two, knowing the name of every document, parses each value and checks the
+//! references between documents. Nothing stops at the first problem: a broken document still
+//! registers its name, so one typo does not cascade into "missing MirrorSet" noise elsewhere.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::str::FromStr;
+
+use super::diagnostic::{Diagnostic, Diagnostics, Position};
+use super::image::ImageRef;
+use super::raw::{self, API_VERSION, KINDS};
+use super::source::{Source, SourceFile};
+use super::yaml::{self, PositionIndex, Segment};
+use super::{DesiredState, LoadError, Origin, Schedule};
+
+/// Mapping keys that can only hold a secret. Lifeboat never accepts one inline.
+const SECRET_KEYS: [&str; 16] = [
+    "password",
+    "passwd",
+    "pass",
+    "token",
+    "secret",
+    "auth",
+    "identitytoken",
+    "registrytoken",
+    "accesstoken",
+    "refreshtoken",
+    "apikey",
+    "apitoken",
+    "privatekey",
+    "clientsecret",
+    "secretkey",
+    "secretaccesskey",
+];
+
+const SECRET_HINT: &str = "the desired state lives in Git and must never hold secrets: put credentials in a \
+     Docker config.json (for example a mounted kubernetes.io/dockerconfigjson Secret) and name its path \
+     in a Registry's spec.credentials.dockerConfig";
+
+/// Loads and validates every YAML file of `source`.
+pub fn load(source: &dyn Source) -> Result<DesiredState, LoadError> {
+    let files = source.yaml_files()?;
+    let mut diags = Diagnostics::default();
+    if files.is_empty() {
+        diags.push(
+            Diagnostic::error(source.describe(), "no desired-state documents found (no *.yaml or *.yml files)").hint(
+                "point Lifeboat at the folder that holds the Registry, MirrorSet, PrePullSet and BackupPolicy files",
+            ),
+        );
+        return Err(LoadError::Invalid(diags));
+    }
+    let mut docs = Vec::new();
+    for file in &files {
+        match &file.text {
+            Err(reason) => diags.push(Diagnostic::error(&file.display, reason.clone())),
+            Ok(text) => {
+                for (number, segment) in yaml::split_documents(text).into_iter().enumerate() {
+                    if let Some(doc) = read_document(file, number + 1, segment, &mut diags) {
+                        docs.push(doc);
+                    }
+                }
+            }
+        }
+    }
+    let names = Names::collect(&docs);
+    let mut checker = Checker {
+        source,
+        names,
+        diags,
+        state: DesiredState::default(),
+        first_doc: HashMap::new(),
+        target_tags: BTreeMap::new(),
+    };
+    for doc in &docs {
+        checker.check(doc);
+    }
+    let Checker { mut diags, mut state, .. } = checker;
+    diags = diags.sorted();
+    if diags.has_errors() {
+        return Err(LoadError::Invalid(diags));
+    }
+    state.warnings = diags;
+    Ok(state)
+}
+
+/// A document after stage one.
+struct Document<'a> {
+    file: &'a SourceFile,
+    index: PositionIndex,
+    kind: &'static str,
+    name: Option<String>,
+    /// `Kind/name`, or `Kind in document N` without a name.
+    label: String,
+    /// The typed document, when it deserialized.
+    raw: Option<Raw>,
+}
+
+enum Raw {
+    Registry(raw::RegistryDocument),
+    MirrorSet(raw::MirrorSetDocument),
+    PrePullSet(raw::PrePullSetDocument),
+    BackupPolicy(raw::BackupPolicyDocument),
+}
+
+impl Document<'_> {
+    fn diagnostic(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        let mut d = Diagnostic::error(&self.file.display, message).at(self.index.find(path));
+        d.document = Some(self.label.clone());
+        d.path = (!path.is_empty()).then(|| path.to_string());
+        d
+    }
+
+    fn origin(&self) -> Origin {
+        Origin { file: self.file.display.clone(), line: self.index.find("kind").map_or(1, |p| p.line) }
+    }
+}
+
+/// Stage one: header, secrets, typed deserialization. Returns `None` when the document cannot
+/// even be classified (syntax error, not a mapping, unknown apiVersion or kind).
+fn read_document<'a>(
+    file: &'a SourceFile,
+    number: usize,
+    segment: Segment<'_>,
+    diags: &mut Diagnostics,
+) -> Option<Document<'a>> {
+    let fallback_label = format!("document {number}");
+    let located = |message: String, position: Option<Position>| {
+        let mut d = Diagnostic::error(&file.display, message).at(position);
+        d.document = Some(fallback_label.clone());
+        d
+    };
+    let value: serde_yaml::Value = match yaml::from_segment(segment) {
+        Ok(v) => v,
+        Err(e) => {
+            diags.push(
+                located(format!("YAML syntax error: {}", e.message), e.position)
+                    .hint("check indentation and quoting around this place; a `:` or `#` inside a value needs quotes"),
+            );
+            return None;
+        }
+    };
+    let index = PositionIndex::build(segment);
+    let Some(mapping) = value.as_mapping() else {
+        report_secrets(&index, file, &fallback_label, diags);
+        diags.push(
+            located("a document must be a mapping with apiVersion, kind, metadata and spec".into(), index.find(""))
+                .hint("start the document with `apiVersion: lifeboat.dev/v1alpha1`"),
+        );
+        return None;
+    };
+    let text_field = |key: &str| mapping.get(key).and_then(serde_yaml::Value::as_str);
+    let name =
+        mapping.get("metadata").and_then(|m| m.get("name")).and_then(serde_yaml::Value::as_str).map(str::to_string);
+    let label = match (text_field("kind"), &name) {
+        (Some(kind), Some(name)) => format!("{kind}/{name}"),
+        (Some(kind), None) => format!("{kind} in {fallback_label}"),
+        _ => fallback_label.clone(),
+    };
+    let secret_keys = report_secrets(&index, file, &label, diags);
+    let located = |message: String, position: Option<Position>| {
+        let mut d = Diagnostic::error(&file.display, message).at(position);
+        d.document = Some(label.clone());
+        d
+    };
+    let api_version = text_field("apiVersion");
+    if api_version != Some(API_VERSION) {
+        let message = match api_version {
+            None => "the document has no apiVersion".to_string(),
+            Some(v) => format!("unknown apiVersion `{v}`"),
+        };
+        diags.push(
+            located(message, index.find("apiVersion"))
+                .hint(format!("this release of Lifeboat reads `apiVersion: {API_VERSION}`")),
+        );
+        return None;
+    }
+    let kind = match text_field("kind") {
+        Some(k) => match KINDS.iter().find(|known| **known == k) {
+            Some(known) => *known,
+            None => {
+                let hint = match closest(k, KINDS.iter().copied()) {
+                    Some(c) => format!("did you mean `{c}`? The kinds are {}", KINDS.join(", ")),
+                    None => format!("the kinds are {}", KINDS.join(", ")),
+                };
+                diags.push(located(format!("unknown kind `{k}`"), index.find("kind")).hint(hint));
+                return None;
+            }
+        },
+        None => {
+            diags.push(
+                located("the document has no kind".into(), index.find(""))
+                    .hint(format!("add `kind:` with one of {}", KINDS.join(", "))),
+            );
+            return None;
+        }
+    };
+    let mut doc = Document { file, index, kind, name, label, raw: None };
+    let typed = match kind {
+        "Registry" => yaml::from_segment(segment).map(Raw::Registry),
+        "MirrorSet" => yaml::from_segment(segment).map(Raw::MirrorSet),
+        "PrePullSet" => yaml::from_segment(segment).map(Raw::PrePullSet),
+        _ => yaml::from_segment(segment).map(Raw::BackupPolicy),
+    };
+    match typed {
+        Ok(raw) => doc.raw = Some(raw),
+        Err(e) => {
+            if !secret_keys.iter().any(|k| e.message.contains(&format!("unknown field `{k}`"))) {
+                diags.push(shape_error(&doc, e));
+            }
+        }
+    }
+    Some(doc)
+}
+
+/// Reports every key that can only hold a secret, and values that are private keys.
+fn report_secrets(index: &PositionIndex, file: &SourceFile, label: &str, diags: &mut Diagnostics) -> Vec<String> {
+    let mut found = Vec::new();
+    for (path, key, position) in index.keys() {
+        let normalized: String = key.chars().filter(|c| *c != '_' && *c != '-').collect::<String>().to_lowercase();
+        if SECRET_KEYS.contains(&normalized.as_str()) {
+            let mut d = Diagnostic::error(&file.display, format!("inline secret: `{key}` must not be written here"))
+                .at(Some(position))
+                .hint(SECRET_HINT);
+            d.document = Some(label.to_string());
+            d.path = Some(path.to_string());
+            diags.push(d);
+            found.push(key.to_string());
+        }
+    }
+    for (path, value, position) in index.scalars() {
+        let private = value.contains("PRIVATE KEY-----") || value.trim_start().starts_with("AGE-SECRET-KEY-");
+        if private {
+            let mut d = Diagnostic::error(&file.display, "inline secret: this value is a private key")
+                .at(Some(position))
+                .hint("only public keys belong in the desired state; keep private keys in a Secret");
+            d.document = Some(label.to_string());
+            d.path = Some(path.to_string());
+            diags.push(d);
+        }
+    }
+    found
+}
+
+/// Turns a serde error into a diagnostic with the field path split out and a hint.
+fn shape_error(doc: &Document<'_>, e: yaml::YamlError) -> Diagnostic {
+    let (path, message) = match e.message.split_once(": ") {
+        Some((p, m)) if !p.contains(' ') => (Some(p.to_string()), m.to_string()),
+        _ => (None, e.message.clone()),
+    };
+    let mut d = Diagnostic::error(&doc.file.display, message.clone()).at(e.position);
+    d.document = Some(doc.label.clone());
+    d.path = path;
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        d.hint = Some(match closest(field, candidates.iter().copied()) {
+            Some(c) => format!("did you mean `{c}`?"),
+            None if candidates.is_empty() => "remove this field".into(),
+            None => format!("remove this field; the fields here are {}", candidates.join(", ")),
+        });
+    } else if message.starts_with("invalid type: floating point") || message.starts_with("invalid type: integer") {
+        d.hint = Some("quote the value: YAML reads 2.40 as the number 2.4, and tags and versions are text".into());
+    } else if message.starts_with("missing field") {
+        d.hint = Some("add the field; the schema in schema/lifeboat.schema.json lists every field".into());
+    } else if message.starts_with("unknown variant") {
+        d.hint = Some("use one of the values listed".into());
+    }
+    d
+}
+
+/// The closest candidate within a small edit distance, for "did you mean" hints.
+fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (strsim::damerau_levenshtein(&word.to_lowercase(), &c.to_lowercase()), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// The names of every classified document, broken or not.
+struct Names {
+    mirror_sets: BTreeSet<String>,
+}
+
+impl Names {
+    fn collect(docs: &[Document<'_>]) -> Names {
+        Names { mirror_sets: docs.iter().filter(|d| d.kind == "MirrorSet").filter_map(|d| d.name.clone()).collect() }
+    }
+}
+
+/// Stage two: values and cross-references.
+struct Checker<'s> {
+    source: &'s dyn Source,
+    names: Names,
+    diags: Diagnostics,
+    state: DesiredState,
+    /// First document seen per (kind, name), for duplicate reports.
+    first_doc: HashMap<(&'static str, String), String>,
+    /// Every fixed mirror reference written so far, with who writes it.
+    target_tags: BTreeMap<String, String>,
+}
+
+impl Checker<'_> {
+    fn check(&mut self, doc: &Document<'_>) {
+        // Without a name the typed stage has already reported `missing field name`.
+        let Some(name) = &doc.name else {
+            return;
+        };
+        if let Err(message) = check_name(name) {
+            self.diags.push(
+                doc.diagnostic("metadata.name", message)
+                    .hint("use lowercase letters, digits and `-`, such as `vendor-base`"),
+            );
+        }
+        let at = format!("{}:{}", doc.file.display, doc.index.find("metadata.name").map_or(1, |p| p.line));
+        if let Some(first) = self.first_doc.get(&(doc.kind, name.clone())) {
+            self.diags.push(
+                doc.diagnostic(
+                    "metadata.name",
+                    format!("duplicate {} name `{name}`, first defined at {first}", doc.kind),
+                )
+                .hint("give each document of a kind its own name"),
+            );
+            return;
+        }
+        self.first_doc.insert((doc.kind, name.clone()), at);
+        match &doc.raw {
+            None => {}
+            Some(Raw::Registry(r)) => {
+                if let Some(registry) = self.registry(doc, &r.spec) {
+                    self.add_registry(doc, name, registry);
+                }
+            }
+            Some(Raw::MirrorSet(m)) => {
+                if let Some(set) = self.mirror_set(doc, name, &m.spec) {
+                    self.state.mirror_sets.insert(name.clone(), set);
+                }
+            }
+            Some(Raw::PrePullSet(p)) => {
+                if let Some(set) = self.pre_pull_set(doc, &p.spec) {
+                    self.state.pre_pull_sets.insert(name.clone(), set);
+                }
+            }
+            Some(Raw::BackupPolicy(b)) => {
+                if let Some(policy) = self.backup_policy(doc, &b.spec) {
+                    self.state.backup_policies.insert(name.clone(), policy);
+                }
+            }
+        }
+    }
+
+    /// Checks one field: its value, or a diagnostic at `path` and `None`.
+    fn field<T>(&mut self, doc: &Document<'_>, path: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.diags.push(doc.diagnostic(path, message));
+                None
+            }
+        }
+    }
+
+    /// Errors so far; a conversion returns `None` when it added any.
+    fn errors(&self) -> usize {
+        self.diags.error_count()
+    }
+
+    fn warn(&mut self, doc: &Document<'_>, path: &str, message: impl Into<String>) {
+        self.diags.push(doc.diagnostic(path, message).warning());
+    }
+
+    /// A path to a file inside the desired-state tree, which must exist.
+    fn repo_file(&mut self, doc: &Document<'_>, path: &str, value: &str) -> Option<String> {
+        let normalized = value.trim_start_matches("./");
+        let problem = if value.starts_with('/') {
+            Some(format!("`{value}` is absolute; files named in the desired state are relative to its root"))
+        } else if normalized.split('/').any(|c| c == "..") {
+            Some(format!("`{value}` leaves the desired-state tree"))
+        } else if !self.source.has_file(normalized) {
+            Some(format!("`{value}` does not exist in the desired state ({})", self.source.describe()))
+        } else {
+            None
+        };
+        match problem {
+            Some(message) => {
+                self.diags.push(
+                    doc.diagnostic(path, message)
+                        .hint("commit the file next to the YAML and give its path relative to the desired-state root"),
+                );
+                None
+            }
+            None => Some(normalized.to_string()),
+        }
+    }
+
+    fn schedule(&mut self, doc: &Document<'_>, path: &str, expression: &str) -> Option<Schedule> {
+        let result = Schedule::from_str(expression);
+        if let Err(message) = &result {
+            self.diags.push(doc.diagnostic(path, message.clone()).hint(
+                "write five fields, minute hour day-of-month month day-of-week, such as \"0 * * * *\" for hourly",
+            ));
+        }
+        result.ok()
+    }
+
+    /// MirrorSet names and explicit mirror references shared by pre-pull sets and backups.
+    fn image_selection(
+        &mut self,
+        doc: &Document<'_>,
+        mirror_sets: &[String],
+        images: &[String],
+    ) -> (BTreeSet<String>, BTreeSet<ImageRef>) {
+        for (i, set) in mirror_sets.iter().enumerate() {
+            if !self.names.mirror_sets.contains(set) {
+                let hint = match closest(set, self.names.mirror_sets.iter().map(String::as_str)) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None if self.names.mirror_sets.is_empty() => {
+                        "no MirrorSet is defined; add one or remove this reference".into()
+                    }
+                    None => format!(
+                        "the MirrorSets are {}",
+                        self.names.mirror_sets.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                };
+                self.diags.push(
+                    doc.diagnostic(&format!("spec.mirrorSets[{i}]"), format!("MirrorSet `{set}` does not exist"))
+                        .hint(hint),
+                );
+            }
+        }
+        let refs: BTreeSet<ImageRef> = images
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| self.field(doc, &format!("spec.images[{i}]"), ImageRef::parse(r)))
+            .collect();
+        if mirror_sets.is_empty() && images.is_empty() {
+            self.diags.push(
+                doc.diagnostic("spec", "no image is selected")
+                    .hint("name MirrorSets in `mirrorSets:` or mirror references in `images:`"),
+            );
+        }
+        (mirror_sets.iter().cloned().collect(), refs)
+    }
+}
+
+/// The regex crate's message ends with the reason after its picture of the pattern.
+fn regex_problem(pattern: &str, e: &regex::Error) -> String {
+    let text = e.to_string();
+    let reason = text.rsplit("error: ").next().unwrap_or(&text).trim();
+    format!("`{pattern}` is not a valid regular expression: {reason}")
+}
+
+/// A DNS-1123 label: what Kubernetes accepts as the name of most objects.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok { Ok(()) } else { Err(format!("`{name}` is not a valid name")) }
+}
+
+/// A DNS-1123 subdomain: the names of Secrets and PriorityClasses.
+fn check_subdomain(name: &str, what: &str) -> Result<(), String> {
+    let ok = !name.is_empty() && name.len() <= 253 && name.split('.').all(|label| check_name(label).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid {what} name: lowercase letters, digits, `-` and `.`, at most 253 characters"
+        ))
+    }
+}
+
+mod backup;
+mod mirror;
+mod prepull;
+mod registry;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,10 @@
+//! Integration tests: the `lifeboat` binary against real files and real Git repositories.
+//!
+//! One test binary with shared helpers in `support`, so it is built and linked once.
+
+mod diff;
+mod help;
+mod loader_fuzz;
+mod schema;
+mod support;
+mod validate;
