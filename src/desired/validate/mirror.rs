@@ -63,7 +63,11 @@ impl Checker<'_> {
             if let Some(target) = &target {
                 let repository = target.repository_for(&image.source);
                 for tag in image.fixed_tags() {
-                    self.claim_target_tag(doc, &path, format!("{repository}:{tag}"), name);
+                    let tag_path = match raw_image.tags.iter().flatten().position(|t| t == tag) {
+                        Some(t) => format!("{path}.tags[{t}]"),
+                        None => format!("{path}.tag"),
+                    };
+                    self.claim_target_tag(doc, &tag_path, format!("{repository}:{tag}"), name);
                 }
             }
             images.push(image);
