@@ -77,6 +77,12 @@ pub fn diff(args: &DiffArgs, output: Output) -> anyhow::Result<u8> {
         return Ok(exit::ERROR);
     };
     let changes = diff::compare(&base, &head);
+    tracing::info!(
+        base = %base_source.commit,
+        head = %head_source.commit,
+        changes = changes.changes.len(),
+        "compared desired states"
+    );
     let report = render::Report::new(
         render::Revision { rev: base_source.rev, commit: base_source.commit },
         render::Revision { rev: head_source.rev, commit: head_source.commit },

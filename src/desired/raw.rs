@@ -31,7 +31,7 @@ pub struct Metadata {
     /// Unique among documents of the same kind: lowercase letters, digits and `-`, at most 63
     /// characters, starting and ending with a letter or digit.
     pub name: String,
-    /// Free-form labels; Lifeboat copies them onto the objects it creates for this document.
+    /// Free-form labels for people and other tools.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Free-form annotations for people and other tools; Lifeboat ignores them.

@@ -40,20 +40,18 @@ impl<'a> Report<'a> {
 }
 
 fn label(type_name: &str, n: usize) -> String {
-    let words = match type_name {
-        "documentAdded" => "document added",
-        "documentRemoved" => "document removed",
-        "imageAdded" => "image added",
-        "imageRemoved" => "image removed",
-        "tagAdded" => "tag added",
-        "tagRemoved" => "tag removed",
-        "digestPinChanged" => "digest pin changed",
-        "tagRulesChanged" => "tag rules changed",
-        _ => "setting changed",
+    let (one, many) = match type_name {
+        "documentAdded" => ("document added", "documents added"),
+        "documentRemoved" => ("document removed", "documents removed"),
+        "imageAdded" => ("image added", "images added"),
+        "imageRemoved" => ("image removed", "images removed"),
+        "tagAdded" => ("tag added", "tags added"),
+        "tagRemoved" => ("tag removed", "tags removed"),
+        "digestPinChanged" => ("digest pin changed", "digest pins changed"),
+        "tagRulesChanged" => ("tag rules changed", "tag rules changed"),
+        _ => ("setting changed", "settings changed"),
     };
-    let (noun, rest) = words.split_once(' ').unwrap_or((words, ""));
-    let plural = if n == 1 { "" } else { "s" };
-    format!("{n} {noun}{plural} {rest}")
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// `4 changes: 1 tag added, 1 image removed, ...`, or `no change`.

@@ -78,6 +78,14 @@ pub fn load(source: &dyn Source) -> Result<DesiredState, LoadError> {
     }
     let Checker { mut diags, mut state, .. } = checker;
     diags = diags.sorted();
+    tracing::debug!(
+        source = %source.describe(),
+        files = files.len(),
+        documents = docs.len(),
+        errors = diags.error_count(),
+        warnings = diags.warning_count(),
+        "loaded desired state"
+    );
     if diags.has_errors() {
         return Err(LoadError::Invalid(diags));
     }
