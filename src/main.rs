@@ -1,6 +1,7 @@
 //! The `lifeboat` binary: parse arguments, start logging, run the command, map the result to
 //! an exit code, and print any error with its whole chain of causes.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -31,7 +32,10 @@ fn init_logging(format: LogFormat, filter: &str) {
         eprintln!("warning: ignoring log filter `{filter}`: {e}");
         EnvFilter::new("warn")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
