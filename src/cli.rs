@@ -70,7 +70,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
     /// Folder holding the desired-state YAML files.
-    #[arg(default_value = ".", env = "LIFEBOAT_PATH")]
+    #[arg(default_value = ".", env = "LIFEBOAT_DIR")]
     pub path: PathBuf,
 }
 

@@ -25,19 +25,25 @@ fn write_out(text: &str) -> anyhow::Result<()> {
     stdout.flush().context("writing to stdout")
 }
 
-/// Prints diagnostics: to stdout as the result of `validate`, to stderr for other commands.
-fn diagnostics_text(diags: &Diagnostics, output: Output) -> String {
+/// Diagnostics as text or JSON; `revision` names the Git revision they belong to, if any.
+fn diagnostics_text(diags: &Diagnostics, output: Output, revision: Option<&str>) -> String {
     match output {
         Output::Json => {
-            let value = serde_json::json!({
+            let mut value = serde_json::json!({
                 "valid": !diags.has_errors(),
                 "errors": diags.error_count(),
                 "warnings": diags.warning_count(),
                 "diagnostics": diags,
             });
+            if let Some(rev) = revision {
+                value["revision"] = rev.into();
+            }
             serde_json::to_string_pretty(&value).expect("diagnostics serialize") + "\n"
         }
-        Output::Human | Output::Markdown => format!("{diags}\n"),
+        Output::Human | Output::Markdown => match revision {
+            Some(rev) => format!("the desired state at `{rev}` is invalid:\n{diags}\n"),
+            None => format!("{diags}\n"),
+        },
     }
 }
 
@@ -48,7 +54,7 @@ pub fn validate(args: &ValidateArgs, output: Output) -> anyhow::Result<u8> {
         Err(LoadError::Invalid(diags)) => (diags, exit::ERROR),
         Err(LoadError::Read(e)) => return Err(e),
     };
-    let mut text = diagnostics_text(&diags, output);
+    let mut text = diagnostics_text(&diags, output, None);
     if code == exit::OK && output != Output::Json {
         text = format!("{} is valid\n{}", args.path.display(), if diags.is_empty() { String::new() } else { text });
     }
@@ -62,8 +68,7 @@ fn load_revision(args: &DiffArgs, rev: &str, output: Output) -> anyhow::Result<O
     match desired::load(&source) {
         Ok(state) => Ok(Some((source, state))),
         Err(LoadError::Invalid(diags)) => {
-            eprintln!("the desired state at `{rev}` is invalid:");
-            eprint!("{}", diagnostics_text(&diags, if output == Output::Json { Output::Json } else { Output::Human }));
+            eprint!("{}", diagnostics_text(&diags, output, Some(rev)));
             Ok(None)
         }
         Err(LoadError::Read(e)) => Err(e),

@@ -110,6 +110,13 @@ fn parse_repository(name: &str) -> Result<Repository, String> {
 impl Source {
     pub fn parse(text: &str) -> Result<Source, String> {
         let (name, tag, digest) = split_reference(text);
+        let port_like = tag.is_some_and(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()));
+        if !name.contains('/') && port_like && (name.contains('.') || name == "localhost") {
+            return Err(format!(
+                "`{text}` names only a registry host: add the repository path, such as `{name}:{}/team/app`",
+                tag.unwrap_or_default()
+            ));
+        }
         if let Some(tag) = tag {
             return Err(format!(
                 "source `{text}` carries the tag `{tag}`: name the repository only and list tags under `tags:`"
@@ -185,37 +192,27 @@ pub fn validate_host(host: &str) -> Result<(), String> {
     if host.contains("://") || host.contains('/') {
         return Err(format!("`{host}` must be a host name with an optional port, without scheme or path"));
     }
-    let (name, port) = match host.strip_prefix('[') {
-        Some(rest) => {
-            let (address, after) = rest.split_once(']').ok_or_else(|| format!("`{host}` has an unclosed `[`"))?;
-            if address.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(format!("`{host}` is not a valid IPv6 address"));
-            }
-            let port = match after {
-                "" => None,
-                a => Some(a.strip_prefix(':').ok_or_else(|| format!("`{host}` is not a valid host"))?),
-            };
-            (None, port)
-        }
-        None => match host.rsplit_once(':') {
-            Some((n, p)) => (Some(n), Some(p)),
-            None => (Some(host), None),
-        },
+    if host.starts_with('[') {
+        return Err(format!(
+            "`{host}`: IPv6 addresses cannot be written in image references; give the registry a host name"
+        ));
+    }
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (host, None),
     };
     if let Some(port) = port
-        && port.parse::<u16>().map_or(true, |p| p == 0)
+        && !(port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0))
     {
         return Err(format!("`{host}` has an invalid port `{port}`"));
     }
-    let valid_name = name.is_none_or(|name| {
-        !name.is_empty()
-            && name.split('.').all(|label| {
-                !label.is_empty()
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            })
-    });
+    let valid_name = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
     if !valid_name {
         return Err(format!("`{host}` is not a valid host name"));
     }
@@ -298,6 +295,9 @@ mod tests {
         assert!(Source::parse("registry.example/a@sha256:abc").unwrap_err().contains("64"));
         assert!(Source::parse("Registry.example/UPPER").is_err());
         assert!(Source::parse("https://registry.example/a").unwrap_err().contains("scheme"));
+        assert!(Source::parse("localhost:5000").unwrap_err().contains("only a registry host"));
+        assert!(Source::parse("registry.example:5000").unwrap_err().contains("only a registry host"));
+        assert!(Source::parse("nginx:1.25").unwrap_err().contains("carries the tag"));
     }
 
     #[test]
@@ -311,6 +311,8 @@ mod tests {
         assert!(Target::parse("mirror/base").unwrap_err().contains("host"));
         assert!(Target::parse("registry.example:99999/m").unwrap_err().contains("port"));
         assert!(Target::parse("registry.example/m:1").is_err());
+        assert!(Target::parse("registry.example:+5000/m").unwrap_err().contains("port"));
+        assert!(Target::parse("[fd00::1]:5000").unwrap_err().contains("IPv6"));
     }
 
     #[test]

@@ -122,15 +122,16 @@ pub struct MirrorSet {
 
 impl MirrorSet {
     /// Every mirror reference this set names without asking upstream: explicit tags, and digest
-    /// pins with their digest. Tags chosen by rules are only known at sync time.
+    /// pins with their digest. Tags chosen by rules are only known at sync time. With a platform
+    /// subset the mirrored index gets a digest of its own, so pins are named by tag alone.
     pub fn fixed_mirror_refs(&self) -> BTreeSet<ImageRef> {
         self.images
             .iter()
             .flat_map(|image| {
                 let repository = self.target.repository_for(&image.source);
-                let digest = match &image.selection {
-                    Selection::Pinned { digest, .. } => Some(digest.clone()),
-                    Selection::Tags { .. } => None,
+                let digest = match (&image.selection, &self.platforms) {
+                    (Selection::Pinned { digest, .. }, Platforms::All) => Some(digest.clone()),
+                    _ => None,
                 };
                 image.fixed_tags().map(move |tag| ImageRef {
                     repository: repository.clone(),
@@ -142,9 +143,8 @@ impl MirrorSet {
     }
 }
 
-/// Which platforms of a multi-platform image are copied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// Which platforms of a multi-platform image are copied. Serializes as in YAML: `"all"` or a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Platforms {
     /// The whole index, upstream digest preserved.
     All,
@@ -165,6 +165,15 @@ impl MirrorImage {
         match &self.selection {
             Selection::Tags { tags, .. } => Box::new(tags.iter().map(String::as_str)),
             Selection::Pinned { tag, .. } => Box::new(std::iter::once(tag.as_str())),
+        }
+    }
+}
+
+impl Serialize for Platforms {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Platforms::All => s.serialize_str("all"),
+            Platforms::Only(list) => s.collect_seq(list),
         }
     }
 }

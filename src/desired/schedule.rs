@@ -1,10 +1,16 @@
 //! Cron schedules in the standard 5-field form people know from crontab and Kubernetes
-//! CronJobs, translated for the `cron` crate (which wants a seconds field and numbers the days
-//! of the week from 1 = Sunday).
+//! CronJobs, translated for the `cron` crate.
+//!
+//! Two differences are bridged here: the crate wants a seconds field and numbers weekdays from
+//! 1 = Sunday (day-of-week is therefore rewritten as an explicit list of day names), and it
+//! runs a job only when day-of-month *and* day-of-week match, where crontab runs it when
+//! *either* matches if both are restricted (such a schedule becomes two, merged).
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// A validated schedule. Compares and prints as the user wrote it.
@@ -12,8 +18,9 @@ use serde::Serialize;
 #[serde(into = "String")]
 pub struct Schedule {
     expression: String,
+    /// One schedule, or two whose run times are merged (crontab's day-of-month OR day-of-week).
     #[serde(skip)]
-    cron: cron::Schedule,
+    crons: Vec<cron::Schedule>,
 }
 
 impl Schedule {
@@ -21,9 +28,9 @@ impl Schedule {
         &self.expression
     }
 
-    /// The parsed schedule, for computing run times.
-    pub fn cron(&self) -> &cron::Schedule {
-        &self.cron
+    /// The first run time strictly after `after`.
+    pub fn next_after(&self, after: &DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.crons.iter().filter_map(|c| c.after(after).next()).min()
     }
 }
 
@@ -53,89 +60,130 @@ impl From<Schedule> for String {
     }
 }
 
-const MACROS: [&str; 6] = ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@hourly"];
-const DAY_NAMES: [&str; 8] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"];
-const FIELD_NAMES: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
+/// Shorthands and what the `cron` crate calls them.
+const MACROS: [(&str, &str); 6] = [
+    ("@yearly", "@yearly"),
+    ("@annually", "@yearly"),
+    ("@monthly", "@monthly"),
+    ("@weekly", "@weekly"),
+    ("@daily", "@daily"),
+    ("@hourly", "@hourly"),
+];
+const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+const FIELD_NAMES: &str = "minute hour day-of-month month day-of-week";
 
 impl FromStr for Schedule {
     type Err = String;
 
     fn from_str(expression: &str) -> Result<Schedule, String> {
         let trimmed = expression.trim();
-        let translated = if trimmed.starts_with('@') {
-            if !MACROS.contains(&trimmed) {
-                return Err(format!("`{trimmed}` is not a known shorthand: use one of {}", MACROS.join(", ")));
-            }
-            trimmed.to_string()
+        let translated: Vec<String> = if trimmed.starts_with('@') {
+            let Some((_, name)) = MACROS.iter().find(|(m, _)| *m == trimmed) else {
+                let known: Vec<&str> = MACROS.iter().map(|(m, _)| *m).collect();
+                return Err(format!("`{trimmed}` is not a known shorthand: use one of {}", known.join(", ")));
+            };
+            vec![name.to_string()]
         } else {
             let fields: Vec<&str> = trimmed.split_whitespace().collect();
             if fields.len() != 5 {
                 return Err(format!(
-                    "`{trimmed}` has {} field{}, a schedule has 5: minute hour day-of-month month day-of-week",
+                    "`{trimmed}` has {} field{}, a schedule has 5: {FIELD_NAMES}",
                     fields.len(),
                     if fields.len() == 1 { "" } else { "s" }
                 ));
             }
-            format!("0 {} {} {} {} {}", fields[0], fields[1], fields[2], fields[3], weekdays(fields[4])?)
-        };
-        let cron = cron::Schedule::from_str(&translated).map_err(|e| {
-            // The crate's message pictures the translated expression; keep only its reason.
-            let text = e.to_string();
-            let reason = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim();
-            let mut message = format!("`{trimmed}` is not a valid cron schedule: {reason}");
-            if !trimmed.starts_with('@') {
-                message.push_str(&format!(" (fields: {})", FIELD_NAMES.join(" ")));
+            let [minute, hour, dom, month, dow] = [fields[0], fields[1], fields[2], fields[3], fields[4]];
+            let dow = weekdays(dow)?;
+            let unrestricted = |f: &str| f == "*" || f == "?";
+            if !unrestricted(dom) && !unrestricted(&dow) {
+                vec![format!("0 {minute} {hour} {dom} {month} *"), format!("0 {minute} {hour} * {month} {dow}")]
+            } else {
+                vec![format!("0 {minute} {hour} {dom} {month} {dow}")]
             }
-            message
-        })?;
-        Ok(Schedule { expression: trimmed.to_string(), cron })
+        };
+        let crons = translated
+            .iter()
+            .map(|t| {
+                cron::Schedule::from_str(t).map_err(|e| {
+                    // The crate's message pictures the translated expression; keep its reason.
+                    let text = e.to_string();
+                    let reason = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim();
+                    format!("`{trimmed}` is not a valid cron schedule: {reason} (fields: {FIELD_NAMES})")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Schedule { expression: trimmed.to_string(), crons })
     }
 }
 
-/// Rewrites standard day-of-week numbers (0-7, Sunday both 0 and 7) as names, which mean the
-/// same thing to the `cron` crate. Ranges ending on 7 are split so they never wrap.
+/// Rewrites a crontab day-of-week field (numbers 0-7 with Sunday as 0 and 7, names, ranges,
+/// steps, lists) as an explicit list of day names, which means the same to the `cron` crate.
 fn weekdays(field: &str) -> Result<String, String> {
-    let name = |token: &str| -> Result<String, String> {
-        match token.parse::<usize>() {
-            Ok(n) if n <= 7 => Ok(DAY_NAMES[n].to_string()),
-            Ok(n) => Err(format!("day-of-week {n} is out of range: use 0-7 (0 and 7 are Sunday) or SUN-SAT")),
-            Err(_) => Ok(token.to_string()),
+    if field == "*" || field == "?" {
+        return Ok(field.to_string());
+    }
+    let day = |token: &str| -> Result<usize, String> {
+        if let Ok(n) = token.parse::<usize>() {
+            return if n <= 7 {
+                Ok(n % 7)
+            } else {
+                Err(format!("day-of-week {n} is out of range: use 0-7 (0 and 7 are Sunday) or SUN-SAT"))
+            };
         }
+        DAY_NAMES
+            .iter()
+            .position(|d| d.eq_ignore_ascii_case(token))
+            .ok_or_else(|| format!("`{token}` is not a day of the week: use 0-7 or SUN-SAT"))
     };
-    let mut items = Vec::new();
+    let mut days = BTreeSet::new();
     for item in field.split(',') {
         let (range, step) = match item.split_once('/') {
-            Some((r, s)) => (r, Some(s)),
-            None => (item, None),
-        };
-        let translated = match range.split_once('-') {
-            Some((from, "7")) if step.is_none() && from.parse::<usize>().is_ok_and(|f| f <= 6) => {
-                format!("{}-SAT,SUN", name(from)?)
+            Some((r, s)) => {
+                let step = s.parse::<usize>().ok().filter(|s| *s > 0).ok_or_else(|| format!("`{s}` is not a step"))?;
+                (r, step)
             }
-            Some((from, to)) => format!("{}-{}", name(from)?, name(to)?),
-            None => name(range)?,
+            None => (item, 1),
         };
-        items.push(match step {
-            Some(s) => format!("{translated}/{s}"),
-            None => translated,
-        });
+        let (first, last) = match range.split_once('-') {
+            _ if range == "*" => (0, 6),
+            // `7` as the end of a range means Sunday at the end of the week.
+            Some((a, b)) => (day(a)?, if b == "7" { 7 } else { day(b)? }),
+            // `n/step` runs from n to the end of the week.
+            None if step > 1 => (day(range)?, 6),
+            None => {
+                let d = day(range)?;
+                (d, d)
+            }
+        };
+        if first > last {
+            return Err(format!("day-of-week range `{range}` runs backwards: write it from the earlier day"));
+        }
+        days.extend((first..=last).step_by(step).map(|d| d % 7));
     }
-    Ok(items.join(","))
+    Ok(days.into_iter().map(|d| DAY_NAMES[d]).collect::<Vec<_>>().join(","))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cron::TimeUnitSpec;
+    use chrono::{Datelike, TimeZone};
 
-    fn days(expr: &str) -> Vec<u32> {
+    fn runs(expr: &str, n: usize) -> Vec<String> {
         let s: Schedule = expr.parse().unwrap();
-        s.cron().days_of_week().iter().collect()
+        let mut t = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        (0..n)
+            .map(|_| {
+                t = s.next_after(&t).unwrap();
+                format!("{} {}", t.format("%Y-%m-%d %H:%M"), t.weekday())
+            })
+            .collect()
     }
 
     #[test]
     fn accepts_standard_forms() {
-        for ok in ["0 * * * *", "*/15 2-4 * * MON-FRI", "0 3 * * 0", "5 4 1 1-6 *", "@daily", " 0 3 * * * "] {
+        for ok in
+            ["0 * * * *", "*/15 2-4 * * MON-FRI", "0 3 * * 0", "5 4 1 1-6 *", "@daily", "@annually", " 0 3 * * * "]
+        {
             assert!(ok.parse::<Schedule>().is_ok(), "{ok}");
         }
     }
@@ -146,23 +194,37 @@ mod tests {
         assert!(six.contains("6 fields"), "{six}");
         assert!("61 * * * *".parse::<Schedule>().is_err());
         assert!("* * * * 8".parse::<Schedule>().unwrap_err().contains("day-of-week 8"));
+        assert!("* * * * 5-1".parse::<Schedule>().unwrap_err().contains("backwards"));
         assert!("@fortnightly".parse::<Schedule>().unwrap_err().contains("shorthand"));
         assert!("".parse::<Schedule>().is_err());
     }
 
     #[test]
     fn weekday_numbers_mean_what_crontab_means() {
-        // crontab: 0 and 7 are Sunday, 1 is Monday. cron crate: 1 is Sunday, 2 is Monday.
-        assert_eq!(days("0 3 * * 0"), vec![1]);
-        assert_eq!(days("0 3 * * 7"), vec![1]);
-        assert_eq!(days("0 3 * * 1-5"), vec![2, 3, 4, 5, 6]);
-        assert_eq!(days("0 3 * * 5-7"), vec![1, 6, 7]);
-        assert_eq!(days("0 3 * * 6,0"), vec![1, 7]);
+        // 2026-11-01 is a Sunday.
+        assert_eq!(runs("0 3 * * 0", 2), ["2026-11-01 03:00 Sun", "2026-11-08 03:00 Sun"]);
+        assert_eq!(runs("0 3 * * 7", 1), ["2026-11-01 03:00 Sun"]);
+        assert_eq!(runs("0 3 * * 1-5", 2), ["2026-11-02 03:00 Mon", "2026-11-03 03:00 Tue"]);
+        assert_eq!(runs("0 3 * * 5-7", 3), ["2026-11-01 03:00 Sun", "2026-11-06 03:00 Fri", "2026-11-07 03:00 Sat"]);
+        // 1, 3, 5 and 7: Monday, Wednesday, Friday and Sunday.
+        assert_eq!(runs("0 3 * * 1-7/2", 3), ["2026-11-01 03:00 Sun", "2026-11-02 03:00 Mon", "2026-11-04 03:00 Wed"]);
+        assert_eq!(runs("0 3 * * 4/2", 2), ["2026-11-05 03:00 Thu", "2026-11-07 03:00 Sat"]);
+        assert_eq!(runs("0 3 * * sat,sun", 2), ["2026-11-01 03:00 Sun", "2026-11-07 03:00 Sat"]);
+    }
+
+    #[test]
+    fn day_of_month_or_day_of_week_as_in_crontab() {
+        // The 15th, and every Monday.
+        assert_eq!(
+            runs("0 3 15 * 1", 4),
+            ["2026-11-02 03:00 Mon", "2026-11-09 03:00 Mon", "2026-11-15 03:00 Sun", "2026-11-16 03:00 Mon"]
+        );
     }
 
     #[test]
     fn keeps_the_expression_as_written() {
         let s: Schedule = "0 * * * *".parse().unwrap();
         assert_eq!(s.to_string(), "0 * * * *");
+        assert_eq!(runs("@annually", 1), ["2027-01-01 00:00 Fri"]);
     }
 }

@@ -56,7 +56,8 @@ pub fn split_documents(text: &str) -> Vec<Segment<'_>> {
 fn has_content(text: &str) -> bool {
     text.lines().any(|line| {
         let t = line.trim();
-        !(t.is_empty() || t.starts_with('#') || t == "---" || t.starts_with("--- #"))
+        // `%YAML` and `%TAG` directives only qualify the document that follows.
+        !(t.is_empty() || t.starts_with('#') || t.starts_with('%') || t == "---" || t.starts_with("--- #"))
     })
 }
 
@@ -238,6 +239,13 @@ mod tests {
         let docs = split_documents("a: 1\nb: 2\n");
         assert_eq!(docs.len(), 1);
         assert_eq!(docs[0].first_line, 0);
+    }
+
+    #[test]
+    fn directives_do_not_make_a_document() {
+        let docs = split_documents("%YAML 1.2\n---\na: 1\n");
+        assert_eq!(docs.len(), 1);
+        assert!(from_segment::<serde_yaml::Value>(docs[0]).is_ok());
     }
 
     #[test]

@@ -117,10 +117,11 @@ impl Change {
 /// Compares two desired states.
 pub fn compare(base: &DesiredState, head: &DesiredState) -> DesiredDiff {
     let mut changes = Vec::new();
-    documents(&mut changes, "Registry", &base.registries, &head.registries, |_, _, _| {});
-    documents(&mut changes, "MirrorSet", &base.mirror_sets, &head.mirror_sets, mirror_set_images);
-    documents(&mut changes, "PrePullSet", &base.pre_pull_sets, &head.pre_pull_sets, |_, _, _| {});
-    documents(&mut changes, "BackupPolicy", &base.backup_policies, &head.backup_policies, |_, _, _| {});
+    // MirrorSet images are reported image by image; every other field as a setting.
+    documents(&mut changes, "Registry", &base.registries, &head.registries, &[], no_detail);
+    documents(&mut changes, "MirrorSet", &base.mirror_sets, &head.mirror_sets, &["spec.images"], mirror_set_images);
+    documents(&mut changes, "PrePullSet", &base.pre_pull_sets, &head.pre_pull_sets, &[], no_detail);
+    documents(&mut changes, "BackupPolicy", &base.backup_policies, &head.backup_policies, &[], no_detail);
 
     let all_refs = |state: &DesiredState| -> BTreeSet<ImageRef> {
         state.mirror_sets.values().flat_map(MirrorSet::fixed_mirror_refs).collect()
@@ -140,6 +141,8 @@ pub fn compare(base: &DesiredState, head: &DesiredState) -> DesiredDiff {
     }
     DesiredDiff { changes, mirror_refs: RefChanges::between(&all_refs(base), &all_refs(head)), coverage }
 }
+
+fn no_detail<T>(_: &mut Vec<Change>, _: Option<(&str, &T)>, _: Option<(&str, &T)>) {}
 
 fn names<A, B>(a: &BTreeMap<String, A>, b: &BTreeMap<String, B>) -> BTreeSet<String> {
     a.keys().chain(b.keys()).cloned().collect()
@@ -164,6 +167,7 @@ fn documents<T: Serialize>(
     kind: &'static str,
     base: &BTreeMap<String, T>,
     head: &BTreeMap<String, T>,
+    detailed: &[&str],
     detail: impl Fn(&mut Vec<Change>, Option<(&str, &T)>, Option<(&str, &T)>),
 ) {
     for (name, old) in base {
@@ -173,7 +177,7 @@ fn documents<T: Serialize>(
                 detail(out, Some((name, old)), None);
             }
             Some(new) => {
-                settings(out, kind, name, old, new);
+                settings(out, kind, name, old, new, detailed);
                 detail(out, Some((name, old)), Some((name, new)));
             }
         }
@@ -186,11 +190,9 @@ fn documents<T: Serialize>(
     }
 }
 
-/// Fields whose change is reported in detail elsewhere rather than as a setting.
-const DETAILED_FIELDS: [&str; 1] = ["spec.images"];
-
 /// Every changed field of a document, by its path in the YAML (`spec.schedule`).
-fn settings<T: Serialize>(out: &mut Vec<Change>, kind: &'static str, name: &str, old: &T, new: &T) {
+/// Fields in `detailed` (and below them) are left to the kind's own detail.
+fn settings<T: Serialize>(out: &mut Vec<Change>, kind: &'static str, name: &str, old: &T, new: &T, detailed: &[&str]) {
     let flatten = |v: &T| {
         let mut fields = BTreeMap::new();
         flatten_into("spec", serde_json::to_value(v).unwrap_or(Value::Null), &mut fields);
@@ -199,7 +201,7 @@ fn settings<T: Serialize>(out: &mut Vec<Change>, kind: &'static str, name: &str,
     let (old, new) = (flatten(old), flatten(new));
     let paths: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     for path in paths {
-        if DETAILED_FIELDS.iter().any(|d| path == d || path.starts_with(&format!("{d}."))) {
+        if detailed.iter().any(|d| path == d || path.starts_with(&format!("{d}."))) {
             continue;
         }
         let (from, to) = (old.get(path), new.get(path));
@@ -283,7 +285,7 @@ fn mirror_set_images(out: &mut Vec<Change>, base: Option<(&str, &MirrorSet)>, he
         }
     }
     for (key, (image, target)) in &new {
-        let Some((before, _)) = old.get(key) else {
+        let Some((before, old_target)) = old.get(key) else {
             out.push(Change::ImageAdded {
                 mirror_set: name.clone(),
                 source: image.source.to_string(),
@@ -309,7 +311,7 @@ fn mirror_set_images(out: &mut Vec<Change>, base: Option<(&str, &MirrorSet)>, he
                         mirror_set: name.clone(),
                         source: source.clone(),
                         tag: tag.clone(),
-                        target: format!("{target}:{tag}"),
+                        target: format!("{old_target}:{tag}"),
                     });
                 }
                 for tag in tags.difference(old_tags) {

@@ -44,8 +44,9 @@ fn with_prepull(set: &str) -> DesiredState {
 
 #[test]
 fn identical_states_have_no_diff() {
-    let a = with_prepull(&mirror_set("0 * * * *", "\"2.40\"", PIN_A, true));
-    let diff = compare(&a, &a.clone());
+    // Two loads of the same text, not a clone: nothing in loading may vary between runs.
+    let text = mirror_set("0 * * * *", "\"2.40\"", PIN_A, true);
+    let diff = compare(&with_prepull(&text), &with_prepull(&text));
     assert!(diff.is_empty(), "{diff:#?}");
     assert_eq!(render::summary(&diff), "no change");
 }
@@ -162,4 +163,53 @@ fn renderings_carry_the_summary_first() {
     let json: serde_json::Value = serde_json::from_str(&render::json(&report)).unwrap();
     assert_eq!(json["changes"][0]["change"], "tagRemoved");
     assert_eq!(json["coverage"][0]["kind"], "PrePullSet");
+}
+
+#[test]
+fn file_order_and_layout_do_not_make_a_diff() {
+    let set = mirror_set("0 * * * *", "\"2.40\", \"2.39\"", PIN_A, true);
+    let a = state(&[("m.yaml", &set), ("p.yaml", PREPULL)]);
+    let both =
+        format!("{PREPULL}---\n{}", set.replace("[\"2.40\", \"2.39\"]", "\n        - \"2.39\"\n        - \"2.40\""));
+    let b = state(&[("z/all.yaml", &both)]);
+    assert!(compare(&a, &b).is_empty(), "{:#?}", compare(&a, &b));
+}
+
+#[test]
+fn pre_pull_image_lists_are_settings() {
+    let set = mirror_set("0 * * * *", "\"2.40\"", PIN_A, false);
+    let extra = format!("{PREPULL}  images: [mirror.example:5000/m/extra:1]\n");
+    let diff = compare(&with_prepull(&set), &state(&[("m.yaml", &set), ("p.yaml", &extra)]));
+    assert_eq!(diff.changes.len(), 1, "{diff:#?}");
+    assert!(
+        matches!(&diff.changes[0], Change::SettingChanged { kind: "PrePullSet", field, .. } if field == "spec.images")
+    );
+    assert_eq!(diff.coverage[0].refs.added, ["mirror.example:5000/m/extra:1"]);
+}
+
+#[test]
+fn platform_changes_are_one_setting() {
+    let set = mirror_set("0 * * * *", "\"2.40\"", PIN_A, false);
+    let subset = set.replace("  images:", "  platforms: [linux/amd64]\n  images:");
+    let diff = compare(&state(&[("m.yaml", &set)]), &state(&[("m.yaml", &subset)]));
+    assert_eq!(
+        diff.changes,
+        [Change::SettingChanged {
+            kind: "MirrorSet",
+            name: "base".into(),
+            field: "spec.platforms".into(),
+            from: "all".into(),
+            to: serde_json::json!(["linux/amd64"]),
+        }]
+    );
+}
+
+#[test]
+fn a_removed_tag_names_where_it_was() {
+    let set = mirror_set("0 * * * *", "\"2.40\", \"2.39\"", PIN_A, false);
+    let moved =
+        mirror_set("0 * * * *", "\"2.40\"", PIN_A, false).replace("mirror.example:5000/m", "mirror.example:5000/n");
+    let diff = compare(&state(&[("m.yaml", &set)]), &state(&[("m.yaml", &moved)]));
+    let removed = diff.changes.iter().find(|c| c.type_name() == "tagRemoved").expect("a removed tag");
+    assert!(matches!(removed, Change::TagRemoved { target, .. } if target == "mirror.example:5000/m/base/glibc:2.39"));
 }

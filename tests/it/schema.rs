@@ -6,10 +6,14 @@ use crate::support::root;
 fn the_committed_schema_matches_the_types() {
     let generated = lifeboat::schema::render();
     let path = root().join(lifeboat::schema::SCHEMA_PATH);
-    if std::env::var_os("LIFEBOAT_UPDATE_SCHEMA").is_some() {
-        std::fs::write(&path, &generated).unwrap();
-    }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed != generated
+        && std::env::var_os("LIFEBOAT_UPDATE_SCHEMA").is_some()
+        && std::env::var_os("CI").is_none()
+    {
+        std::fs::write(&path, &generated).unwrap();
+        panic!("{} was out of date and has been rewritten: review and commit it", lifeboat::schema::SCHEMA_PATH);
+    }
     assert!(
         committed == generated,
         "{} is out of date: run `cargo run -q -- schema > {}` and commit it",

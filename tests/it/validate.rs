@@ -15,7 +15,7 @@ fn the_path_may_come_from_the_environment() {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"));
     let output = command
         .arg("validate")
-        .env("LIFEBOAT_PATH", root().join("example-repo"))
+        .env("LIFEBOAT_DIR", root().join("example-repo"))
         .current_dir(dir.path())
         .output()
         .unwrap();

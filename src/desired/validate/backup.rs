@@ -28,6 +28,13 @@ impl Checker<'_> {
                             .hint("give at least 1; the newest verified archive is always kept"),
                     );
                 }
+                if r.keep.is_none() && r.max_age.is_none() {
+                    self.warn(
+                        doc,
+                        "spec.retention",
+                        "retention sets neither keep nor maxAge: archives are never deleted",
+                    );
+                }
                 retention.keep = r.keep;
                 retention.max_age =
                     r.max_age.as_ref().and_then(|a| self.field(doc, "spec.retention.maxAge", Period::from_str(a)));
@@ -73,9 +80,14 @@ impl Checker<'_> {
 }
 
 fn check_age_recipient(recipient: &str) -> Result<(), String> {
-    let bech32 = recipient
-        .strip_prefix("age1")
-        .is_some_and(|rest| rest.len() >= 50 && rest.bytes().all(|b| b"qpzry9x8gf2tvdw0s3jn54khce6mua7l".contains(&b)));
+    // Native recipients are `age1` + bech32 data; plugin recipients (`age1yubikey1...`) put the
+    // plugin name before the last `1`.
+    let bech32 = recipient.strip_prefix("age1").is_some_and(|rest| {
+        let data = rest.rsplit_once('1').map_or(rest, |(_, d)| d);
+        rest.len() >= 50
+            && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && data.bytes().all(|b| b"qpzry9x8gf2tvdw0s3jn54khce6mua7l".contains(&b))
+    });
     let ssh = recipient.starts_with("ssh-ed25519 ") || recipient.starts_with("ssh-rsa ");
     if bech32 || ssh {
         Ok(())

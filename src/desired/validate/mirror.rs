@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use regex::Regex;
 
 use super::{Checker, Document, regex_problem};
-use crate::desired::image::{self, Digest, Source as ImageSource, Target};
+use crate::desired::image::{self, Digest, Repository, Source as ImageSource, Target};
 use crate::desired::raw;
 use crate::desired::{
     DEFAULT_MIRROR_SCHEDULE, IdentityMatch, KeylessIdentity, MirrorImage, MirrorSet, Platforms, Selection, Signatures,
@@ -62,6 +62,9 @@ impl Checker<'_> {
             }
             if let Some(target) = &target {
                 let repository = target.repository_for(&image.source);
+                if !self.claim_mirror_repository(doc, &format!("{path}.source"), &repository, &image.source, name) {
+                    continue;
+                }
                 for tag in image.fixed_tags() {
                     let tag_path = match raw_image.tags.iter().flatten().position(|t| t == tag) {
                         Some(t) => format!("{path}.tags[{t}]"),
@@ -86,6 +89,35 @@ impl Checker<'_> {
             on_tag_move: spec.on_tag_move.unwrap_or(raw::OnTagMove::Update),
             prune: spec.prune.unwrap_or(false),
         })
+    }
+
+    /// Records that `doc` mirrors `source` into `repository`. Two upstream repositories sharing
+    /// one mirror repository (`docker.io/library/x` and `quay.io/library/x` under one target)
+    /// would overwrite and prune each other's tags: an error.
+    fn claim_mirror_repository(
+        &mut self,
+        doc: &Document<'_>,
+        path: &str,
+        repository: &Repository,
+        source: &Repository,
+        set: &str,
+    ) -> bool {
+        let line = doc.index.find(path).map_or(1, |p| p.line);
+        let writer = format!("MirrorSet/{set} ({}:{line})", doc.file.display);
+        match self.mirror_repos.get(&repository.to_string()) {
+            Some((other, first)) if *other != source.to_string() => {
+                self.diags.push(
+                    doc.diagnostic(path, format!("`{source}` would be mirrored to `{repository}`, where {first} already mirrors `{other}`"))
+                        .hint("give one of the sets another target, so that each upstream repository has its own mirror repository"),
+                );
+                false
+            }
+            Some(_) => true,
+            None => {
+                self.mirror_repos.insert(repository.to_string(), (source.to_string(), writer));
+                true
+            }
+        }
     }
 
     /// Records that `doc` writes `reference` into the mirror; two writers of one tag is an error.

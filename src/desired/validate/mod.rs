@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 
 use super::diagnostic::{Diagnostic, Diagnostics, Position};
-use super::image::ImageRef;
+use super::image::{ImageRef, Target};
 use super::raw::{self, API_VERSION, KINDS};
-use super::source::{Source, SourceFile};
+use super::source::{Source, SourceFile, is_hidden};
 use super::yaml::{self, PositionIndex, Segment};
 use super::{DesiredState, LoadError, Origin, Schedule};
 
@@ -34,6 +34,10 @@ const SECRET_KEYS: [&str; 16] = [
     "secretkey",
     "secretaccesskey",
 ];
+
+/// Maps whose keys are chosen by people rather than by the format.
+const FREE_FORM_MAPS: [&str; 4] =
+    ["metadata.labels", "metadata.annotations", "spec.nodeSelector", "spec.signatures.annotations"];
 
 const SECRET_HINT: &str = "the desired state lives in Git and must never hold secrets: put credentials in a \
      Docker config.json (for example a mounted kubernetes.io/dockerconfigjson Secret) and name its path \
@@ -72,6 +76,7 @@ pub fn load(source: &dyn Source) -> Result<DesiredState, LoadError> {
         state: DesiredState::default(),
         first_doc: HashMap::new(),
         target_tags: BTreeMap::new(),
+        mirror_repos: BTreeMap::new(),
     };
     for doc in &docs {
         checker.check(doc);
@@ -159,8 +164,13 @@ fn read_document<'a>(
         return None;
     };
     let text_field = |key: &str| mapping.get(key).and_then(serde_yaml::Value::as_str);
-    let name =
-        mapping.get("metadata").and_then(|m| m.get("name")).and_then(serde_yaml::Value::as_str).map(str::to_string);
+    // serde reads any scalar into a string, so the name is taken the same way here.
+    let name = mapping.get("metadata").and_then(|m| m.get("name")).and_then(|v| match v {
+        serde_yaml::Value::String(s) => Some(s.clone()),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    });
     let label = match (text_field("kind"), &name) {
         (Some(kind), Some(name)) => format!("{kind}/{name}"),
         (Some(kind), None) => format!("{kind} in {fallback_label}"),
@@ -226,6 +236,11 @@ fn read_document<'a>(
 fn report_secrets(index: &PositionIndex, file: &SourceFile, label: &str, diags: &mut Diagnostics) -> Vec<String> {
     let mut found = Vec::new();
     for (path, key, position) in index.keys() {
+        // Keys of free-form maps are names chosen by people (labels, selectors), not fields.
+        let parent = path.rsplit_once('.').map_or("", |(p, _)| p);
+        if FREE_FORM_MAPS.contains(&parent) {
+            continue;
+        }
         let normalized: String = key.chars().filter(|c| *c != '_' && *c != '-').collect::<String>().to_lowercase();
         if SECRET_KEYS.contains(&normalized.as_str()) {
             let mut d = Diagnostic::error(&file.display, format!("inline secret: `{key}` must not be written here"))
@@ -264,12 +279,13 @@ fn shape_error(doc: &Document<'_>, e: yaml::YamlError) -> Diagnostic {
         let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
         d.hint = Some(match closest(field, candidates.iter().copied()) {
+            _ if field == "<<" => "YAML merge keys (`<<`) are not supported: write the fields out".into(),
             Some(c) => format!("did you mean `{c}`?"),
             None if candidates.is_empty() => "remove this field".into(),
             None => format!("remove this field; the fields here are {}", candidates.join(", ")),
         });
-    } else if message.starts_with("invalid type: floating point") || message.starts_with("invalid type: integer") {
-        d.hint = Some("quote the value: YAML reads 2.40 as the number 2.4, and tags and versions are text".into());
+    } else if message.starts_with("invalid type") && message.ends_with("expected a string") {
+        d.hint = Some("write the value as text, in quotes if it contains special characters".into());
     } else if message.starts_with("missing field") {
         d.hint = Some("add the field; the schema in schema/lifeboat.schema.json lists every field".into());
     } else if message.starts_with("unknown variant") {
@@ -290,11 +306,21 @@ fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<
 /// The names of every classified document, broken or not.
 struct Names {
     mirror_sets: BTreeSet<String>,
+    /// Hosts that MirrorSets write to: where pre-pull and backup images are expected to live.
+    mirror_hosts: BTreeSet<String>,
 }
 
 impl Names {
     fn collect(docs: &[Document<'_>]) -> Names {
-        Names { mirror_sets: docs.iter().filter(|d| d.kind == "MirrorSet").filter_map(|d| d.name.clone()).collect() }
+        let mirror_sets = docs.iter().filter(|d| d.kind == "MirrorSet").filter_map(|d| d.name.clone()).collect();
+        let mirror_hosts = docs
+            .iter()
+            .filter_map(|d| match &d.raw {
+                Some(Raw::MirrorSet(m)) => Target::parse(&m.spec.target).ok().map(|t| t.host),
+                _ => None,
+            })
+            .collect();
+        Names { mirror_sets, mirror_hosts }
     }
 }
 
@@ -308,12 +334,18 @@ struct Checker<'s> {
     first_doc: HashMap<(&'static str, String), String>,
     /// Every fixed mirror reference written so far, with who writes it.
     target_tags: BTreeMap<String, String>,
+    /// Every mirror repository written so far: the upstream repository it holds, and who
+    /// writes it.
+    mirror_repos: BTreeMap<String, (String, String)>,
 }
 
 impl Checker<'_> {
     fn check(&mut self, doc: &Document<'_>) {
-        // Without a name the typed stage has already reported `missing field name`.
         let Some(name) = &doc.name else {
+            // A document that deserialized has a name; otherwise the typed stage reported why.
+            if doc.raw.is_some() {
+                self.diags.push(doc.diagnostic("metadata.name", "the document has no usable metadata.name"));
+            }
             return;
         };
         if let Err(message) = check_name(name) {
@@ -381,12 +413,16 @@ impl Checker<'_> {
 
     /// A path to a file inside the desired-state tree, which must exist.
     fn repo_file(&mut self, doc: &Document<'_>, path: &str, value: &str) -> Option<String> {
-        let normalized = value.trim_start_matches("./");
+        // The same normal form for every source: no `.` or empty components.
+        let components: Vec<&str> = value.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+        let normalized = components.join("/");
         let problem = if value.starts_with('/') {
             Some(format!("`{value}` is absolute; files named in the desired state are relative to its root"))
-        } else if normalized.split('/').any(|c| c == "..") {
+        } else if components.contains(&"..") {
             Some(format!("`{value}` leaves the desired-state tree"))
-        } else if !self.source.has_file(normalized) {
+        } else if components.iter().any(|c| is_hidden(c)) {
+            Some(format!("`{value}` is inside a hidden folder or is a hidden file, which Lifeboat does not read"))
+        } else if !self.source.has_file(&normalized) {
             Some(format!("`{value}` does not exist in the desired state ({})", self.source.describe()))
         } else {
             None
@@ -399,16 +435,20 @@ impl Checker<'_> {
                 );
                 None
             }
-            None => Some(normalized.to_string()),
+            None => Some(normalized),
         }
     }
 
     fn schedule(&mut self, doc: &Document<'_>, path: &str, expression: &str) -> Option<Schedule> {
         let result = Schedule::from_str(expression);
         if let Err(message) = &result {
-            self.diags.push(doc.diagnostic(path, message.clone()).hint(
-                "write five fields, minute hour day-of-month month day-of-week, such as \"0 * * * *\" for hourly",
-            ));
+            let mut d = doc.diagnostic(path, message.clone());
+            if !expression.trim().starts_with('@') {
+                d = d.hint(
+                    "write five fields, minute hour day-of-month month day-of-week, such as \"0 * * * *\" for hourly",
+                );
+            }
+            self.diags.push(d);
         }
         result.ok()
     }
@@ -441,7 +481,25 @@ impl Checker<'_> {
         let refs: BTreeSet<ImageRef> = images
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| self.field(doc, &format!("spec.images[{i}]"), ImageRef::parse(r)))
+            .filter_map(|(i, r)| {
+                let path = format!("spec.images[{i}]");
+                let image = self.field(doc, &path, ImageRef::parse(r))?;
+                let host = &image.repository.host;
+                if !self.names.mirror_hosts.is_empty() && !self.names.mirror_hosts.contains(host) {
+                    let mirrors = self.names.mirror_hosts.iter().cloned().collect::<Vec<_>>().join(", ");
+                    self.diags.push(
+                        doc.diagnostic(
+                            &path,
+                            format!(
+                                "`{r}` is not on a mirror host ({mirrors}): during an outage it is pulled from `{host}`"
+                            ),
+                        )
+                        .hint("name the mirrored copy of the image, or add its source to a MirrorSet")
+                        .warning(),
+                    );
+                }
+                Some(image)
+            })
             .collect();
         if mirror_sets.is_empty() && images.is_empty() {
             self.diags.push(

@@ -9,15 +9,8 @@ impl Checker<'_> {
         let before = self.errors();
         let (mirror_sets, images) = self.image_selection(doc, &spec.mirror_sets, &spec.images);
         for (key, value) in &spec.node_selector {
-            if key.is_empty() || key.len() > 317 || value.len() > 63 {
-                self.diags.push(
-                    doc.diagnostic(
-                        &format!("spec.nodeSelector.{key}"),
-                        format!("`{key}: {value}` is not a valid node label"),
-                    )
-                    .hint("label keys are `prefix/name` with a name of at most 63 characters; values at most 63"),
-                );
-            }
+            let path = format!("spec.nodeSelector.{key}");
+            self.field(doc, &path, check_label(key, value));
         }
         for (i, t) in spec.tolerations.iter().enumerate() {
             let path = format!("spec.tolerations[{i}]");
@@ -63,4 +56,28 @@ impl Checker<'_> {
             method: spec.method.unwrap_or(raw::PrePullMethod::Kubelet),
         })
     }
+}
+
+/// A Kubernetes label: key `[prefix/]name` (prefix a DNS subdomain, name at most 63 characters
+/// of letters, digits, `-`, `_`, `.`, starting and ending alphanumeric), value empty or like a name.
+fn check_label(key: &str, value: &str) -> Result<(), String> {
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 63
+            && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && n.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    let (prefix, name) = key.rsplit_once('/').map_or((None, key), |(p, n)| (Some(p), n));
+    if prefix.is_some_and(|p| check_subdomain(p, "label prefix").is_err()) || !name_ok(name) {
+        return Err(format!(
+            "`{key}` is not a valid label key: `[prefix/]name`, the name at most 63 letters, digits, `-`, `_` or `.`"
+        ));
+    }
+    if !(value.is_empty() || name_ok(value)) {
+        return Err(format!(
+            "`{value}` is not a valid label value: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
 }

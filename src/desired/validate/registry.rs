@@ -13,6 +13,9 @@ impl Checker<'_> {
         if spec.insecure && spec.ca_file.is_some() {
             self.warn(doc, "spec.caFile", "caFile is not used with `insecure: true` (plain HTTP)");
         }
+        if spec.insecure && spec.credentials.is_some() {
+            self.warn(doc, "spec.credentials", "with `insecure: true` these credentials travel over plain HTTP");
+        }
         let credentials = match &spec.credentials {
             None => None,
             Some(raw::Credentials { docker_config: Some(path), helper: None }) => {
@@ -77,7 +80,7 @@ impl Checker<'_> {
         }
         (self.errors() == before).then(|| Registry {
             origin: doc.origin(),
-            host: spec.host.clone(),
+            host: canonical_host(&spec.host),
             insecure: spec.insecure,
             ca_file,
             credentials,
@@ -103,5 +106,14 @@ impl Checker<'_> {
             }
         }
         self.state.registries.insert(name.to_string(), registry);
+    }
+}
+
+/// Host names are case-insensitive, and Docker Hub answers to several names; image references
+/// say `docker.io`.
+fn canonical_host(host: &str) -> String {
+    match host.to_ascii_lowercase().as_str() {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        other => other.to_string(),
     }
 }

@@ -300,3 +300,83 @@ fn multi_document_files_keep_their_own_line_numbers() {
     // `targe:` is line 5 of the second document, which starts after 8 lines and a marker.
     assert_eq!((d.line, d.column), (Some(14), Some(3)), "{d}");
 }
+
+#[test]
+fn names_of_any_scalar_type_are_read_as_text() {
+    // serde reads `123` into the name; the header must agree, or the document vanishes.
+    let state = load_files(&[("a.yaml", &MIRROR.replace("name: base", "name: 123"))]).unwrap();
+    assert!(state.mirror_sets.contains_key("123"));
+    let errors = errors_of(&MIRROR.replace("name: base", "name: ~"));
+    assert!(errors.iter().any(|e| e.message.contains("no usable metadata.name")), "{errors:#?}");
+}
+
+#[test]
+fn exact_positions_of_value_problems() {
+    // (replace, with, line, column)
+    let table: &[(&str, &str, usize, usize)] = &[
+        ("tags: [\"2.40\"]", "tags: [\"2.40\", \".x\"]", 8, 22),
+        ("registry.internal.example:5000/mirror", "mirror", 5, 11),
+        ("base/glibc", "base/glibc:1", 7, 15),
+        ("  images:", "  schedule: \"* * *\"\n  images:", 6, 13),
+    ];
+    for (from, to, line, column) in table {
+        let errors = mirror_with(from, to);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!((errors[0].line, errors[0].column), (Some(*line), Some(*column)), "{}", errors[0]);
+    }
+}
+
+#[test]
+fn two_upstream_repositories_cannot_share_a_mirror_repository() {
+    let other = MIRROR
+        .replace("name: base", "name: hub")
+        .replace("registry.vendor.example/base/glibc", "docker.io/base/glibc")
+        .replace("2.40", "2.41");
+    let diags = load_files(&[("a.yaml", MIRROR), ("b.yaml", &other)]).unwrap_err();
+    let d = diags.iter().find(|d| d.file == "b.yaml").expect("an error in the second set");
+    assert!(d.message.contains("would be mirrored to `registry.internal.example:5000/mirror/base/glibc`"), "{d}");
+    assert!(d.message.contains("already mirrors `registry.vendor.example/base/glibc`"), "{d}");
+    // The same upstream repository in two sets, with different tags, is fine.
+    let same = MIRROR.replace("name: base", "name: more").replace("2.40", "2.41");
+    assert!(load_files(&[("a.yaml", MIRROR), ("b.yaml", &same)]).is_ok());
+}
+
+#[test]
+fn node_selector_labels_follow_kubernetes_syntax() {
+    let prepull = |selector: &str| {
+        format!(
+            "apiVersion: lifeboat.dev/v1alpha1\nkind: PrePullSet\nmetadata: {{name: p}}\nspec:\n  mirrorSets: [base]\n  nodeSelector: {{{selector}}}\n"
+        )
+    };
+    for ok in ["node-role.kubernetes.io/worker: \"\"", "kubernetes.io/arch: amd64", "tier: gold_1"] {
+        assert!(load_files(&[("m.yaml", MIRROR), ("p.yaml", &prepull(ok))]).is_ok(), "{ok}");
+    }
+    for bad in ["\"bad key!\": x", "a: \"-x\"", "\"Bad_Prefix/x\": y"] {
+        let diags = load_files(&[("m.yaml", MIRROR), ("p.yaml", &prepull(bad))]).unwrap_err();
+        assert!(diags.iter().any(|d| d.message.contains("not a valid label")), "{bad}: {diags}");
+    }
+}
+
+#[test]
+fn pre_pull_images_off_the_mirror_are_flagged() {
+    let prepull = "apiVersion: lifeboat.dev/v1alpha1\nkind: PrePullSet\nmetadata: {name: p}\nspec:\n  images: [nginx:1.25, registry.internal.example:5000/mirror/x:1]\n";
+    let state = load_files(&[("m.yaml", MIRROR), ("p.yaml", prepull)]).unwrap();
+    let warnings: Vec<&Diagnostic> = state.warnings.iter().collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(warnings[0].message.contains("`nginx:1.25` is not on a mirror host"), "{}", warnings[0]);
+    assert_eq!(warnings[0].path.as_deref(), Some("spec.images[0]"));
+}
+
+#[test]
+fn secret_looking_label_keys_are_not_secrets() {
+    let text = MIRROR.replace("metadata: {name: base}", "metadata:\n  name: base\n  labels: {auth: sso, token: none}");
+    assert!(load_files(&[("a.yaml", &text)]).is_ok());
+}
+
+#[test]
+fn file_references_are_normalized_and_hidden_files_refused() {
+    let with_key = |key: &str| MIRROR.replace("  images:", &format!("  signatures: {{keys: [\"{key}\"]}}\n  images:"));
+    assert!(load_files(&[("a.yaml", &with_key("./keys/./k.pub")), ("keys/k.pub", "k")]).is_ok());
+    let diags = load_files(&[("a.yaml", &with_key(".keys/k.pub")), (".keys/k.pub", "k")]).unwrap_err();
+    assert!(diags.iter().any(|d| d.message.contains("hidden")), "{diags}");
+}
