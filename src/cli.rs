@@ -63,8 +63,41 @@ pub enum Command {
     /// Reads both revisions straight from Git objects (no checkout; works on bare repositories
     /// and CI clones). Exit 0 no change, 1 changes, 2 invalid desired state or error.
     Diff(DiffArgs),
+    /// Show what a pass would change, from the registries as they are now, changing nothing.
+    ///
+    /// Observes upstream and mirror (read-only credentials suffice) and prints the plan. Exit
+    /// 0 in sync, 1 changes to make, 2 error or something could not be observed (for example
+    /// upstream unreachable).
+    Plan(PassArgs),
+    /// Run one full pass: observe, plan, and copy, back up or prune as planned.
+    ///
+    /// One failing image does not stop the pass. Exit 0 when everything was done and observed,
+    /// 2 when anything failed or could not be observed.
+    Apply(ApplyArgs),
     /// Print the JSON Schema of the desired-state documents.
     Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct PassArgs {
+    /// Folder holding the desired-state YAML files.
+    #[arg(default_value = ".", env = "LIFEBOAT_DIR")]
+    pub path: PathBuf,
+    /// Longest wait for one registry request, and for any read during a blob transfer.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "LIFEBOAT_TIMEOUT")]
+    pub timeout: std::time::Duration,
+    /// Retries after a transient registry failure (5xx, 429, connection error, timeout).
+    #[arg(long, default_value_t = 4, env = "LIFEBOAT_RETRIES")]
+    pub retries: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub pass: PassArgs,
+    /// Print the plan and change nothing (the same as `lifeboat plan`).
+    #[arg(long, env = "LIFEBOAT_DRY_RUN")]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

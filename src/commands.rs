@@ -4,10 +4,15 @@ use std::io::Write;
 
 use anyhow::Context;
 
-use crate::cli::{DiffArgs, Output, ValidateArgs};
+use crate::cli::{ApplyArgs, DiffArgs, Output, PassArgs, ValidateArgs};
 use crate::desired::{self, DesiredState, Diagnostics, DirectorySource, LoadError};
-use crate::diff::{self, render};
+use crate::diff;
+use crate::diff::render as diff_render;
 use crate::git::TreeSource;
+use crate::plan::Plan;
+use crate::plan::render;
+use crate::reconcile;
+use crate::registry::{OciRegistry, Options, RegistryClient};
 
 /// Exit codes shared by every command.
 pub mod exit {
@@ -88,15 +93,15 @@ pub fn diff(args: &DiffArgs, output: Output) -> anyhow::Result<u8> {
         changes = changes.changes.len(),
         "compared desired states"
     );
-    let report = render::Report::new(
-        render::Revision { rev: base_source.rev, commit: base_source.commit },
-        render::Revision { rev: head_source.rev, commit: head_source.commit },
+    let report = diff_render::Report::new(
+        diff_render::Revision { rev: base_source.rev, commit: base_source.commit },
+        diff_render::Revision { rev: head_source.rev, commit: head_source.commit },
         &changes,
     );
     write_out(&match output {
-        Output::Human => render::human(&report),
-        Output::Json => render::json(&report),
-        Output::Markdown => render::markdown(&report),
+        Output::Human => diff_render::human(&report),
+        Output::Json => diff_render::json(&report),
+        Output::Markdown => diff_render::markdown(&report),
     })?;
     Ok(if changes.is_empty() { exit::OK } else { exit::CHANGES })
 }
@@ -104,4 +109,82 @@ pub fn diff(args: &DiffArgs, output: Output) -> anyhow::Result<u8> {
 pub fn schema() -> anyhow::Result<u8> {
     write_out(&crate::schema::render())?;
     Ok(exit::OK)
+}
+
+/// Loads a desired-state folder, printing its diagnostics when it is invalid.
+fn load_folder(path: &std::path::Path, output: Output) -> anyhow::Result<Option<DesiredState>> {
+    let source = DirectorySource::new(path)?;
+    match desired::load(&source) {
+        Ok(state) => {
+            if !state.warnings.is_empty() {
+                eprint!("{}", diagnostics_text(&state.warnings, Output::Human, None));
+            }
+            Ok(Some(state))
+        }
+        Err(LoadError::Invalid(diags)) => {
+            eprint!("{}", diagnostics_text(&diags, output, None));
+            eprintln!("nothing was done: fix the desired state first");
+            Ok(None)
+        }
+        Err(LoadError::Read(e)) => Err(e),
+    }
+}
+
+fn registry(args: &PassArgs, state: &DesiredState) -> anyhow::Result<OciRegistry> {
+    let options = Options { timeout: args.timeout, retries: args.retries, ..Options::default() };
+    Ok(OciRegistry::new(RegistryClient::new(state, Some(args.path.clone()), options)?))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
+    write_out(&match output {
+        Output::Human => render::human(plan),
+        Output::Json => render::json(plan),
+        Output::Markdown => render::markdown(plan),
+    })
+}
+
+fn plan_exit(plan: &Plan) -> u8 {
+    if plan.has_unknowns() {
+        exit::ERROR
+    } else if plan.changes.is_empty() {
+        exit::OK
+    } else {
+        exit::CHANGES
+    }
+}
+
+pub fn plan(args: &PassArgs, output: Output) -> anyhow::Result<u8> {
+    let Some(state) = load_folder(&args.path, output)? else {
+        return Ok(exit::ERROR);
+    };
+    let registry = registry(args, &state)?;
+    let pass = runtime()?.block_on(reconcile::dry_run(&state, &registry));
+    print_plan(&pass.plan, output)?;
+    Ok(plan_exit(&pass.plan))
+}
+
+pub fn apply(args: &ApplyArgs, output: Output) -> anyhow::Result<u8> {
+    if args.dry_run {
+        return plan(&args.pass, output);
+    }
+    let Some(state) = load_folder(&args.pass.path, output)? else {
+        return Ok(exit::ERROR);
+    };
+    let registry = registry(&args.pass, &state)?;
+    let pass = runtime()?.block_on(reconcile::run(&state, &registry));
+    let outcomes = pass.outcomes.unwrap_or_default();
+    let totals = render::totals(&outcomes);
+    write_out(&match output {
+        Output::Json => render::json(&serde_json::json!({
+            "plan": pass.plan,
+            "outcomes": outcomes,
+            "totals": totals,
+        })),
+        Output::Human | Output::Markdown => render::outcomes_human(&pass.plan, &outcomes),
+    })?;
+    Ok(if totals.failed > 0 || pass.plan.has_unknowns() { exit::ERROR } else { exit::OK })
 }

@@ -5,9 +5,14 @@
 //! state, and [`diff`], which tells what a change to it will do. The `lifeboat` binary only
 //! parses arguments, starts logging and maps results to exit codes.
 
+pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod desired;
 pub mod diff;
 pub mod git;
+pub mod observe;
+pub mod plan;
+pub mod reconcile;
+pub mod registry;
 pub mod schema;

@@ -16,6 +16,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Validate(args) => commands::validate(args, output),
         Command::Diff(args) => commands::diff(args, output),
+        Command::Plan(args) => commands::plan(args, output),
+        Command::Apply(args) => commands::apply(args, output),
         Command::Schema => commands::schema(),
     };
     match result {

@@ -11,6 +11,7 @@ pub mod quantity;
 pub mod raw;
 pub mod schedule;
 pub mod source;
+pub mod tags;
 mod validate;
 mod yaml;
 

@@ -1,0 +1,89 @@
+//! Carries out a plan: changes to different mirror tags run in parallel, changes to one tag
+//! in plan order (a backup before the copy that moves the tag), prunes last. A failure is
+//! recorded and the pass goes on.
+
+use std::collections::BTreeMap;
+
+use futures_util::StreamExt;
+
+use crate::desired::Platforms;
+use crate::plan::render::{Outcome, OutcomeResult};
+use crate::plan::{Action, Change, Plan};
+use crate::registry::{CopyReport, CopyRequest, Registry, RegistryError};
+
+/// Mirror tags worked on at once; per-registry limits bound the requests beneath this.
+pub const TAGS_IN_FLIGHT: usize = 8;
+
+pub async fn apply<R: Registry>(plan: &Plan, registry: &R) -> Vec<Outcome> {
+    let (prunes, writes): (Vec<&Change>, Vec<&Change>) =
+        plan.changes.iter().partition(|c| matches!(c.action, Action::Prune { .. }));
+    let mut groups: BTreeMap<String, Vec<&Change>> = BTreeMap::new();
+    for change in writes {
+        groups.entry(change.action.target_tag()).or_default().push(change);
+    }
+    let mut outcomes: Vec<Outcome> =
+        futures_util::stream::iter(groups.into_values().map(|changes| apply_group(registry, changes)))
+            .buffer_unordered(TAGS_IN_FLIGHT)
+            .flat_map(futures_util::stream::iter)
+            .collect()
+            .await;
+    for change in prunes {
+        outcomes.push(run(registry, change).await);
+    }
+    outcomes
+}
+
+/// Changes to one mirror tag, in order; once one fails the rest are not attempted.
+async fn apply_group<R: Registry>(registry: &R, changes: Vec<&Change>) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    let mut failed = false;
+    for change in changes {
+        if failed {
+            outcomes.push(Outcome {
+                change: change.clone(),
+                result: OutcomeResult::Failed { error: "not attempted: an earlier change to this tag failed".into() },
+            });
+            continue;
+        }
+        let outcome = run(registry, change).await;
+        failed = matches!(outcome.result, OutcomeResult::Failed { .. });
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+async fn run<R: Registry>(registry: &R, change: &Change) -> Outcome {
+    let result: Result<CopyReport, RegistryError> = match &change.action {
+        Action::Copy { source, digest, target, tag, platforms } => {
+            let request = CopyRequest {
+                source: source.clone(),
+                digest: digest.clone(),
+                target: target.clone(),
+                tag: tag.clone(),
+                platforms: platforms.clone(),
+            };
+            registry.copy(&request).await
+        }
+        Action::Backup { target, digest, backup_tag, .. } => {
+            let request = CopyRequest {
+                source: target.clone(),
+                digest: digest.clone(),
+                target: target.clone(),
+                tag: backup_tag.clone(),
+                platforms: Platforms::All,
+            };
+            registry.copy(&request).await
+        }
+        Action::Prune { target, digest, .. } => registry.delete(target, digest).await.map(|()| CopyReport::default()),
+    };
+    match result {
+        Ok(report) => {
+            tracing::info!(set = %change.mirror_set, action = %change.action.target_tag(), why = %change.why, "applied");
+            Outcome { change: change.clone(), result: OutcomeResult::Done { report } }
+        }
+        Err(e) => {
+            tracing::warn!(set = %change.mirror_set, action = %change.action.target_tag(), error = %e, "failed");
+            Outcome { change: change.clone(), result: OutcomeResult::Failed { error: e.to_string() } }
+        }
+    }
+}

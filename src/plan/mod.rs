@@ -1,0 +1,89 @@
+//! The plan: every change a pass will make, each with a one-line reason, computed from the
+//! desired state and what was observed. Pure: no I/O, no clock, so it can be printed as a dry
+//! run and snapshot-tested.
+
+mod mirror;
+pub mod render;
+
+use serde::Serialize;
+
+use crate::desired::{DesiredState, Digest, Platforms, Repository};
+use crate::observe::ActualState;
+
+/// One change to make.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    pub mirror_set: String,
+    pub action: Action,
+    /// Why, in one line.
+    pub why: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum Action {
+    /// Copy `source@digest` to `target:tag`.
+    Copy { source: Repository, digest: Digest, target: Repository, tag: String, platforms: Platforms },
+    /// Keep the mirror's current content of a tag under a backup tag, before the tag moves.
+    Backup { target: Repository, digest: Digest, tag: String, backup_tag: String },
+    /// Delete a mirror tag (by deleting its manifest, which no kept tag shares).
+    Prune { target: Repository, tag: String, digest: Digest },
+}
+
+impl Action {
+    /// The mirror tag the action writes or removes: changes to one tag run in order.
+    pub fn target_tag(&self) -> String {
+        match self {
+            Action::Copy { target, tag, .. } | Action::Prune { target, tag, .. } => format!("{target}:{tag}"),
+            Action::Backup { target, tag, .. } => format!("{target}:{tag}"),
+        }
+    }
+}
+
+/// Something the plan will not act on, and why: an Unknown observation, or a policy keeping
+/// the mirror as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Note {
+    pub mirror_set: String,
+    pub subject: String,
+    pub reason: String,
+    /// True when the reason is that Lifeboat could not look (the mirror may not be complete).
+    pub unknown: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub notes: Vec<Note>,
+    /// Mirror tags already holding what the desired state asks for.
+    pub in_sync: usize,
+}
+
+impl Plan {
+    pub fn has_unknowns(&self) -> bool {
+        self.notes.iter().any(|n| n.unknown)
+    }
+}
+
+/// Computes the plan for every MirrorSet.
+pub fn plan(desired: &DesiredState, actual: &ActualState) -> Plan {
+    mirror::plan(desired, actual)
+}
+
+/// The tag under which `onTagMove: backup` keeps a tag's previous content:
+/// `<tag>-backup-<first 12 hex digits of the old digest>`, shortened to fit 128 characters.
+pub fn backup_tag(tag: &str, old: &Digest) -> String {
+    let hex = old.as_str().split_once(':').map_or(old.as_str(), |(_, h)| h);
+    let suffix = format!("-backup-{}", &hex[..hex.len().min(12)]);
+    let keep = tag.len().min(128 - suffix.len());
+    format!("{}{suffix}", &tag[..keep])
+}
+
+/// Tags that belong to other content and are never pruned: cosign signatures, attestations
+/// and SBOMs (`sha256-<hex>.sig`), OCI referrers fallback tags, and backup tags.
+pub fn is_protected_tag(tag: &str) -> bool {
+    tag.starts_with("sha256-") || tag.contains("-backup-")
+}

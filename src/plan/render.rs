@@ -1,0 +1,201 @@
+//! Prints a plan, and the outcome of applying it, for people (text, Markdown) and machines.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::{Action, Change, Plan};
+use crate::registry::CopyReport;
+
+fn describe(action: &Action) -> String {
+    match action {
+        Action::Copy { source, digest, target, tag, .. } => {
+            format!("copy {source}@{} → {target}:{tag}", digest.short())
+        }
+        Action::Backup { target, digest, tag, backup_tag } => {
+            format!("back up {target}:{tag} ({}) as {target}:{backup_tag}", digest.short())
+        }
+        Action::Prune { target, tag, digest } => format!("prune {target}:{tag} ({})", digest.short()),
+    }
+}
+
+fn sign(action: &Action) -> char {
+    match action {
+        Action::Copy { .. } => '+',
+        Action::Backup { .. } => '~',
+        Action::Prune { .. } => '-',
+    }
+}
+
+/// `3 changes, 1 unknown, 12 tags in sync`
+pub fn summary(plan: &Plan) -> String {
+    let n = plan.changes.len();
+    let unknown = plan.notes.iter().filter(|n| n.unknown).count();
+    let mut parts =
+        vec![if n == 0 { "no change".to_string() } else { format!("{n} change{}", if n == 1 { "" } else { "s" }) }];
+    if unknown > 0 {
+        parts.push(format!("{unknown} unknown (could not look)"));
+    }
+    parts.push(format!("{} tag{} in sync", plan.in_sync, if plan.in_sync == 1 { "" } else { "s" }));
+    parts.join(", ")
+}
+
+fn by_set<T>(items: &[T], set: impl Fn(&T) -> &str) -> Vec<(String, Vec<&T>)> {
+    let mut groups: Vec<(String, Vec<&T>)> = Vec::new();
+    for item in items {
+        let name = set(item).to_string();
+        match groups.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, list)) => list.push(item),
+            None => groups.push((name, vec![item])),
+        }
+    }
+    groups
+}
+
+pub fn human(plan: &Plan) -> String {
+    let mut out = format!("Plan: {}\n", summary(plan));
+    for (set, changes) in by_set(&plan.changes, |c| &c.mirror_set) {
+        let _ = writeln!(out, "\nMirrorSet/{set}");
+        for c in changes {
+            let _ = writeln!(out, "  {} {}\n      {}", sign(&c.action), describe(&c.action), c.why);
+        }
+    }
+    if !plan.notes.is_empty() {
+        let _ = writeln!(out, "\nNot changed:");
+        for n in &plan.notes {
+            let mark = if n.unknown { '?' } else { '=' };
+            let _ = writeln!(out, "  {mark} MirrorSet/{}: {}: {}", n.mirror_set, n.subject, n.reason);
+        }
+    }
+    out
+}
+
+pub fn markdown(plan: &Plan) -> String {
+    let mut out = format!("**Lifeboat plan:** {}\n", summary(plan));
+    for (set, changes) in by_set(&plan.changes, |c| &c.mirror_set) {
+        let _ = writeln!(out, "\n#### MirrorSet/{set}\n");
+        for c in changes {
+            let _ = writeln!(out, "- `{}` — {}", describe(&c.action), c.why);
+        }
+    }
+    if !plan.notes.is_empty() {
+        let _ = writeln!(out, "\n#### Not changed\n");
+        for n in &plan.notes {
+            let _ = writeln!(
+                out,
+                "- {}MirrorSet/{} `{}`: {}",
+                if n.unknown { "**unknown** " } else { "" },
+                n.mirror_set,
+                n.subject,
+                n.reason
+            );
+        }
+    }
+    out
+}
+
+pub fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).expect("plans serialize") + "\n"
+}
+
+/// The result of one change.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub change: Change,
+    #[serde(flatten)]
+    pub result: OutcomeResult,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "camelCase")]
+pub enum OutcomeResult {
+    Done {
+        #[serde(flatten)]
+        report: CopyReport,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+/// Totals over a pass, for the summary line and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    pub done: usize,
+    pub failed: usize,
+    pub blobs_copied: u64,
+    pub blobs_mounted: u64,
+    pub blobs_present: u64,
+    pub bytes_copied: u64,
+}
+
+pub fn totals(outcomes: &[Outcome]) -> Totals {
+    let mut t = Totals::default();
+    for o in outcomes {
+        match &o.result {
+            OutcomeResult::Done { report } => {
+                t.done += 1;
+                t.blobs_copied += report.blobs_copied;
+                t.blobs_mounted += report.blobs_mounted;
+                t.blobs_present += report.blobs_present;
+                t.bytes_copied += report.bytes_copied;
+            }
+            OutcomeResult::Failed { .. } => t.failed += 1,
+        }
+    }
+    t
+}
+
+pub fn outcomes_human(plan: &Plan, outcomes: &[Outcome]) -> String {
+    let t = totals(outcomes);
+    let mut out = format!(
+        "Applied: {} done, {} failed; {} blob{} copied ({}), {} mounted, {} already present\n",
+        t.done,
+        t.failed,
+        t.blobs_copied,
+        if t.blobs_copied == 1 { "" } else { "s" },
+        bytesize::ByteSize(t.bytes_copied),
+        t.blobs_mounted,
+        t.blobs_present
+    );
+    for (set, list) in by_set(outcomes, |o| &o.change.mirror_set) {
+        let _ = writeln!(out, "\nMirrorSet/{set}");
+        for o in list {
+            match &o.result {
+                OutcomeResult::Done { .. } => {
+                    let _ = writeln!(
+                        out,
+                        "  {} {}\n      {}",
+                        sign(&o.change.action),
+                        describe(&o.change.action),
+                        o.change.why
+                    );
+                }
+                OutcomeResult::Failed { error } => {
+                    let _ = writeln!(out, "  ✗ {}\n      failed: {error}", describe(&o.change.action));
+                }
+            }
+        }
+    }
+    let unknown: Vec<_> = plan.notes.iter().filter(|n| n.unknown).collect();
+    if !unknown.is_empty() {
+        let _ = writeln!(out, "\nNot done, could not look:");
+        for n in unknown {
+            let _ = writeln!(out, "  ? MirrorSet/{}: {}: {}", n.mirror_set, n.subject, n.reason);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_counts() {
+        let plan = Plan { in_sync: 1, ..Plan::default() };
+        assert_eq!(summary(&plan), "no change, 1 tag in sync");
+    }
+}

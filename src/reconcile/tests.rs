@@ -1,0 +1,182 @@
+//! The pipeline against the in-memory registry: what a pass does, and that a pass followed by
+//! another plans nothing.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::desired::source::MemorySource;
+use crate::desired::{Digest, LoadError, load};
+use crate::plan::Action;
+use crate::registry::fake::FakeRegistry;
+
+fn digest(n: u32) -> Digest {
+    crate::registry::manifest::sha256(format!("image {n}").as_bytes())
+}
+
+const UP: &str = "up.example";
+const MIRROR: &str = "mirror.example:5000";
+
+fn state(spec_extra: &str, images: &str) -> DesiredState {
+    let text = format!(
+        "apiVersion: lifeboat.dev/v1alpha1\nkind: MirrorSet\nmetadata: {{name: s}}\nspec:\n  target: {MIRROR}/m\n{spec_extra}  images:\n{images}"
+    );
+    let source = MemorySource { files: BTreeMap::from([("s.yaml".to_string(), text)]) };
+    match load(&source) {
+        Ok(s) => s,
+        Err(LoadError::Invalid(d)) => panic!("{d}"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn tags_image(tags: &str) -> String {
+    format!("    - source: {UP}/app\n      tags: [{tags}]\n")
+}
+
+fn kinds(plan: &Plan) -> Vec<&'static str> {
+    plan.changes
+        .iter()
+        .map(|c| match c.action {
+            Action::Copy { .. } => "copy",
+            Action::Backup { .. } => "backup",
+            Action::Prune { .. } => "prune",
+        })
+        .collect()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+#[test]
+fn a_pass_copies_what_is_missing_and_the_next_plans_nothing() {
+    let registry = FakeRegistry::default();
+    registry.push(&format!("{UP}/app"), "1.0", &digest(1));
+    registry.push(&format!("{UP}/app"), "1.1", &digest(2));
+    let desired = state("", &tags_image("\"1.0\", \"1.1\""));
+    let first = rt().block_on(run(&desired, &registry));
+    assert_eq!(kinds(&first.plan), ["copy", "copy"]);
+    assert!(first.plan.changes[0].why.starts_with("missing in the mirror"));
+    assert_eq!(registry.tags(&format!("{MIRROR}/m/app")).len(), 2);
+    let second = rt().block_on(dry_run(&desired, &registry));
+    assert!(second.plan.changes.is_empty(), "{:#?}", second.plan);
+    assert_eq!(second.plan.in_sync, 2);
+}
+
+/// Regression: an upstream outage must never damage the mirror.
+#[test]
+fn upstream_down_changes_nothing_and_says_why() {
+    let registry = FakeRegistry::default();
+    registry.push(&format!("{UP}/app"), "1.0", &digest(1));
+    registry.push(&format!("{MIRROR}/m/app"), "1.0", &digest(1));
+    registry.push(&format!("{MIRROR}/m/app"), "old", &digest(9));
+    let desired = state(
+        "  prune: true\n",
+        &format!("    - source: {UP}/app\n      tags: [\"1.0\", \"2.0\"]\n      tagRules: {{semver: \">=1\"}}\n"),
+    );
+    registry.set_down(UP, true);
+    let pass = rt().block_on(run(&desired, &registry));
+    assert!(pass.plan.changes.is_empty(), "{:#?}", pass.plan.changes);
+    assert!(pass.plan.has_unknowns());
+    let reasons: Vec<&str> = pass.plan.notes.iter().map(|n| n.reason.as_str()).collect();
+    assert!(reasons.iter().any(|r| r.contains("the mirror keeps its copy")), "{reasons:#?}");
+    assert!(reasons.iter().any(|r| r.contains("not pruned")), "{reasons:#?}");
+    assert_eq!(registry.tags(&format!("{MIRROR}/m/app")).len(), 2, "the mirror is untouched");
+    registry.set_down(UP, false);
+    registry.push(&format!("{UP}/app"), "2.0", &digest(2));
+    let recovered = rt().block_on(run(&desired, &registry));
+    assert_eq!(kinds(&recovered.plan), ["copy", "prune"]);
+    assert!(rt().block_on(dry_run(&desired, &registry)).plan.changes.is_empty());
+}
+
+#[test]
+fn moved_tags_follow_the_policy() {
+    for (policy, expected, kept_old) in
+        [("update", vec!["copy"], false), ("keep", vec![], true), ("backup", vec!["backup", "copy"], true)]
+    {
+        let registry = FakeRegistry::default();
+        registry.push(&format!("{UP}/app"), "1.0", &digest(2));
+        registry.push(&format!("{MIRROR}/m/app"), "1.0", &digest(1));
+        let desired = state(&format!("  onTagMove: {policy}\n"), &tags_image("\"1.0\""));
+        let pass = rt().block_on(run(&desired, &registry));
+        assert_eq!(kinds(&pass.plan), expected, "{policy}");
+        let mirror = registry.tags(&format!("{MIRROR}/m/app"));
+        assert_eq!(mirror["1.0"] == digest(1), policy == "keep", "{policy}: {mirror:?}");
+        assert_eq!(mirror.values().any(|d| *d == digest(1)), kept_old, "{policy}: {mirror:?}");
+        if policy == "backup" {
+            assert!(mirror.contains_key(&crate::plan::backup_tag("1.0", &digest(1))), "{mirror:?}");
+        }
+        let again = rt().block_on(dry_run(&desired, &registry));
+        assert!(again.plan.changes.is_empty(), "{policy}: {:#?}", again.plan.changes);
+    }
+}
+
+#[test]
+fn pruning_spares_shared_manifests_and_signature_tags() {
+    let registry = FakeRegistry::default();
+    let repo = format!("{MIRROR}/m/app");
+    registry.push(&format!("{UP}/app"), "1.0", &digest(1));
+    registry.push(&repo, "1.0", &digest(1));
+    registry.push(&repo, "alias", &digest(1));
+    registry.push(&repo, "gone", &digest(3));
+    registry.push(&repo, &format!("sha256-{}.sig", "a".repeat(64)), &digest(4));
+    let desired = state("  prune: true\n", &tags_image("\"1.0\""));
+    let pass = rt().block_on(run(&desired, &registry));
+    assert_eq!(kinds(&pass.plan), ["prune"]);
+    let left: Vec<String> = registry.tags(&repo).into_keys().collect();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(!left.contains(&"gone".to_string()));
+    assert!(pass.plan.notes.iter().any(|n| n.subject.ends_with(":alias") && n.reason.contains("shares its manifest")));
+}
+
+#[test]
+fn pins_and_platform_subsets() {
+    let registry = FakeRegistry::default();
+    registry.push(&format!("{UP}/app"), "whatever", &digest(1));
+    registry.push(&format!("{UP}/app"), "other", &digest(2));
+    let pinned = |d: &Digest| format!("    - source: {UP}/app@{d}\n      tag: pinned\n");
+    let desired = state("  platforms: [linux/amd64]\n", &pinned(&digest(1)));
+    let first = rt().block_on(run(&desired, &registry));
+    assert_eq!(kinds(&first.plan), ["copy"]);
+    let written = registry.tags(&format!("{MIRROR}/m/app"))["pinned"].clone();
+    assert_ne!(written, digest(1), "a platform subset has its own digest");
+    assert!(rt().block_on(dry_run(&desired, &registry)).plan.changes.is_empty());
+    let moved = state("  platforms: [linux/amd64]\n", &pinned(&digest(2)));
+    let pass = rt().block_on(run(&moved, &registry));
+    assert_eq!(kinds(&pass.plan), ["copy"]);
+    assert!(pass.plan.changes[0].why.starts_with("digest pin changed"), "{}", pass.plan.changes[0].why);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// apply, then observe and plan again: nothing left to do, whatever the starting mirror.
+    #[test]
+    fn apply_then_plan_is_empty(
+        upstream in prop::collection::btree_map("[a-d]", 0u32..4, 1..5),
+        mirror in prop::collection::btree_map("[a-f]", 0u32..4, 0..6),
+        policy in prop::sample::select(vec!["update", "keep", "backup"]),
+        prune in any::<bool>(),
+        rules in any::<bool>(),
+    ) {
+        let registry = FakeRegistry::default();
+        for (tag, n) in &upstream {
+            registry.push(&format!("{UP}/app"), tag, &digest(*n));
+        }
+        for (tag, n) in &mirror {
+            registry.push(&format!("{MIRROR}/m/app"), tag, &digest(*n));
+        }
+        let image = if rules {
+            format!("    - source: {UP}/app\n      tagRules: {{allow: [\"^[a-c]$\"]}}\n")
+        } else {
+            tags_image(&upstream.keys().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", "))
+        };
+        let desired = state(&format!("  onTagMove: {policy}\n  prune: {prune}\n"), &image);
+        let pass = rt().block_on(run(&desired, &registry));
+        let failed = pass.outcomes.unwrap().iter().filter(|o| matches!(o.result, crate::plan::render::OutcomeResult::Failed { .. })).count();
+        prop_assert_eq!(failed, 0);
+        let again = rt().block_on(dry_run(&desired, &registry));
+        prop_assert!(again.plan.changes.is_empty(), "{:#?}", again.plan.changes);
+    }
+}

@@ -1,0 +1,536 @@
+//! The connection to registries: one oci-client for every host, with per-host credentials,
+//! concurrency, request pacing, timeouts and retries with backoff.
+//!
+//! Every request goes through [`RegistryClient::run`], which is where limits are enforced and
+//! failures are classified; nothing else in Lifeboat talks HTTP to a registry.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::{Reference, RegistryOperation};
+use tokio::sync::{OnceCell, Semaphore};
+use tokio::time::Instant;
+
+use super::auth::{self, Credential};
+use super::error::{ErrorKind, RegistryError};
+use crate::desired::{Credentials, DesiredState, Digest, Limits, Repository};
+
+/// How one registry host is reached.
+#[derive(Debug, Clone, Default)]
+pub struct HostSettings {
+    pub insecure: bool,
+    pub credentials: Option<Credentials>,
+    pub limits: Limits,
+}
+
+/// Timeouts and retries, the same for every host.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Longest wait for one request (a manifest, a tag page) and for any read during a blob
+    /// transfer.
+    pub timeout: Duration,
+    /// Retries after a transient failure (5xx, 429, connection error, timeout).
+    pub retries: u32,
+    /// First backoff delay; it doubles with each retry, with jitter.
+    pub backoff: Duration,
+    /// Blobs larger than this are streamed in chunks of this size.
+    pub chunk_size: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timeout: Duration::from_secs(30),
+            retries: 4,
+            backoff: Duration::from_millis(250),
+            chunk_size: 16 << 20,
+        }
+    }
+}
+
+/// Per-host state.
+struct Host {
+    name: String,
+    settings: HostSettings,
+    permits: Semaphore,
+    /// Earliest start of the next request, when requestsPerSecond is set.
+    next_start: tokio::sync::Mutex<Instant>,
+    credential: OnceCell<Result<Credential, String>>,
+}
+
+impl Host {
+    async fn pace(&self) {
+        let Some(rps) = self.settings.limits.requests_per_second else {
+            return;
+        };
+        let interval = Duration::from_secs_f64(1.0 / rps);
+        let start = {
+            let mut next = self.next_start.lock().await;
+            let start = (*next).max(Instant::now());
+            *next = start + interval;
+            start
+        };
+        tokio::time::sleep_until(start).await;
+    }
+}
+
+/// The registry client shared by a whole pass.
+pub struct RegistryClient {
+    oci: oci_client::Client,
+    /// Plain HTTP for DELETE, which oci-client does not offer.
+    http: reqwest::Client,
+    settings: HashMap<String, HostSettings>,
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
+    /// (registry, repository, operation) pairs oci-client has been authenticated for.
+    authenticated: Mutex<HashSet<(String, String, bool)>>,
+    pub options: Options,
+}
+
+impl RegistryClient {
+    /// A client for the hosts described by the desired state; `root` is the desired-state
+    /// folder, against which `caFile` paths are resolved.
+    pub fn new(state: &DesiredState, root: Option<PathBuf>, options: Options) -> anyhow::Result<Self> {
+        let mut settings = HashMap::new();
+        let mut insecure = Vec::new();
+        let mut certificates = Vec::new();
+        for registry in state.registries.values() {
+            if registry.insecure {
+                insecure.push(registry.host.clone());
+            }
+            if let Some(ca) = &registry.ca_file {
+                let path = root.as_ref().map_or_else(|| PathBuf::from(ca), |r| r.join(ca));
+                let data = std::fs::read(&path).map_err(|e| {
+                    anyhow::anyhow!("reading caFile {} of Registry {}: {e}", path.display(), registry.host)
+                })?;
+                certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
+            }
+            settings.insert(
+                registry.host.clone(),
+                HostSettings {
+                    insecure: registry.insecure,
+                    credentials: registry.credentials.clone(),
+                    limits: registry.limits.clone(),
+                },
+            );
+        }
+        let mut http = reqwest::Client::builder().connect_timeout(options.timeout).timeout(options.timeout);
+        for c in &certificates {
+            http = http.add_root_certificate(
+                reqwest::Certificate::from_pem(&c.data).map_err(|e| anyhow::anyhow!("reading a caFile: {e}"))?,
+            );
+        }
+        let config = ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(insecure),
+            extra_root_certificates: certificates,
+            read_timeout: Some(options.timeout),
+            connect_timeout: Some(options.timeout),
+            user_agent: concat!("lifeboat/", env!("CARGO_PKG_VERSION")),
+            // Indexes are copied whole, never resolved to one platform.
+            platform_resolver: None,
+            ..ClientConfig::default()
+        };
+        Ok(RegistryClient {
+            oci: oci_client::Client::new(config),
+            http: http.build()?,
+            settings,
+            hosts: Mutex::new(HashMap::new()),
+            authenticated: Mutex::new(HashSet::new()),
+            options,
+        })
+    }
+
+    fn host(&self, name: &str) -> Arc<Host> {
+        let mut hosts = self.hosts.lock().expect("host table lock");
+        hosts
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                let settings = self.settings.get(name).cloned().unwrap_or_default();
+                Arc::new(Host {
+                    name: name.to_string(),
+                    permits: Semaphore::new(settings.limits.concurrency.max(1) as usize),
+                    next_start: tokio::sync::Mutex::new(Instant::now()),
+                    settings,
+                    credential: OnceCell::new(),
+                })
+            })
+            .clone()
+    }
+
+    async fn credential(&self, host: &Host) -> Result<Credential, RegistryError> {
+        let result = host
+            .credential
+            .get_or_init(|| async {
+                let found = match &host.settings.credentials {
+                    None => Ok(Credential::Anonymous),
+                    Some(Credentials::DockerConfig(path)) => {
+                        auth::from_docker_config(std::path::Path::new(path), &host.name).await
+                    }
+                    Some(Credentials::Helper(helper)) => auth::from_helper(helper, &host.name).await,
+                };
+                found.map_err(|e| format!("{e:#}"))
+            })
+            .await;
+        result.clone().map_err(|message| {
+            RegistryError::new(ErrorKind::Unauthorized, format!("credentials for {}", host.name), message)
+        })
+    }
+
+    /// Makes sure oci-client holds credentials (and, for token registries, a token with the
+    /// right scope) for `reference` before a call that does not take credentials itself.
+    async fn authenticate(&self, reference: &Reference, push: bool) -> Result<(), RegistryError> {
+        let key = (reference.registry().to_string(), reference.repository().to_string(), push);
+        if self.authenticated.lock().expect("auth lock").contains(&key) {
+            return Ok(());
+        }
+        let host = self.host(reference.registry());
+        let credential = self.credential(&host).await?.to_oci();
+        let operation = if push { RegistryOperation::Push } else { RegistryOperation::Pull };
+        let what = format!("authenticating to {} for {}", reference.registry(), reference.repository());
+        self.run(
+            &host,
+            || what.clone(),
+            Some(self.options.timeout),
+            || self.oci.auth(reference, &credential, operation),
+        )
+        .await?;
+        self.authenticated.lock().expect("auth lock").insert(key);
+        Ok(())
+    }
+
+    /// Runs one request against `host` within its limits, retrying transient failures with
+    /// exponential backoff and jitter.
+    async fn run<T, F, Fut>(
+        &self,
+        host: &Host,
+        operation: impl Fn() -> String,
+        timeout: Option<Duration>,
+        mut request: F,
+    ) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, OciDistributionError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let permit = host.permits.acquire().await.expect("the semaphore is never closed");
+            host.pace().await;
+            let outcome = match timeout {
+                Some(limit) => tokio::time::timeout(limit, request()).await.ok(),
+                None => Some(request().await),
+            };
+            drop(permit);
+            let error = match outcome {
+                Some(Ok(value)) => return Ok(value),
+                Some(Err(e)) => RegistryError::from_oci(operation(), &host.name, e),
+                None => RegistryError::new(
+                    ErrorKind::Transient,
+                    operation(),
+                    format!(
+                        "{} did not answer within {}",
+                        host.name,
+                        humantime::format_duration(timeout.unwrap_or_default())
+                    ),
+                ),
+            };
+            if error.kind != ErrorKind::Transient || attempt >= self.options.retries {
+                return Err(error);
+            }
+            attempt += 1;
+            let delay = self.options.backoff * 2u32.pow(attempt - 1);
+            let jitter = delay.mul_f64(fastrand::f64() * 0.5);
+            tracing::debug!(operation = %operation(), attempt, error = %error.message, "retrying");
+            tokio::time::sleep(delay + jitter).await;
+        }
+    }
+
+    async fn credential_for(&self, host: &str) -> Result<oci_client::secrets::RegistryAuth, RegistryError> {
+        Ok(self.credential(&self.host(host)).await?.to_oci())
+    }
+
+    /// The digest `reference` (a tag or a digest) points at, or `None` when it does not exist.
+    pub async fn manifest_digest(
+        &self,
+        repository: &Repository,
+        reference: &str,
+    ) -> Result<Option<Digest>, RegistryError> {
+        let image = oci_reference(repository, reference);
+        let auth = self.credential_for(&repository.host).await?;
+        let host = self.host(&repository.host);
+        let found = self
+            .run(
+                &host,
+                || format!("looking up {image}"),
+                Some(self.options.timeout),
+                || self.oci.fetch_manifest_digest(&image, &auth),
+            )
+            .await;
+        match found {
+            Ok(digest) => parse_digest(&digest, &image).map(Some),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The manifest bytes at `reference`, verified against their digest, or `None`.
+    pub async fn manifest(
+        &self,
+        repository: &Repository,
+        reference: &str,
+    ) -> Result<Option<(Bytes, Digest)>, RegistryError> {
+        let image = oci_reference(repository, reference);
+        let auth = self.credential_for(&repository.host).await?;
+        let host = self.host(&repository.host);
+        let found = self
+            .run(
+                &host,
+                || format!("reading manifest {image}"),
+                Some(self.options.timeout),
+                || self.oci.pull_manifest_raw(&image, &auth, super::manifest::ACCEPTED),
+            )
+            .await;
+        let (bytes, _) = match found {
+            Ok(v) => v,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let digest = super::manifest::sha256(&bytes);
+        if reference.contains(':') && reference != digest.as_str() {
+            return Err(RegistryError::new(
+                ErrorKind::Permanent,
+                format!("reading manifest {image}"),
+                format!("{} sent content whose digest is {digest}", repository.host),
+            ));
+        }
+        Ok(Some((bytes, digest)))
+    }
+
+    /// Every tag of a repository, following pagination; an absent repository has none.
+    pub async fn list_tags(&self, repository: &Repository) -> Result<Vec<String>, RegistryError> {
+        const PAGE: usize = 1000;
+        let image = oci_reference(repository, "latest");
+        let auth = self.credential_for(&repository.host).await?;
+        let host = self.host(&repository.host);
+        let mut tags: Vec<String> = Vec::new();
+        loop {
+            let last = tags.last().cloned();
+            let page = self
+                .run(
+                    &host,
+                    || format!("listing tags of {repository}"),
+                    Some(self.options.timeout),
+                    || self.oci.list_tags(&image, &auth, Some(PAGE), last.as_deref()),
+                )
+                .await;
+            let page = match page {
+                Ok(p) => p.tags,
+                Err(e) if e.is_not_found() => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            let full = page.len() >= PAGE;
+            let before = tags.len();
+            tags.extend(page.into_iter().filter(|t| Some(t) != last.as_ref()));
+            if !full || tags.len() == before {
+                return Ok(tags);
+            }
+        }
+    }
+
+    pub async fn blob_exists(&self, repository: &Repository, digest: &Digest) -> Result<bool, RegistryError> {
+        let image = oci_reference(repository, digest.as_str());
+        self.authenticate(&image, false).await?;
+        let host = self.host(&repository.host);
+        self.run(
+            &host,
+            || format!("checking blob {digest} in {repository}"),
+            Some(self.options.timeout),
+            || self.oci.blob_exists(&image, digest.as_str()),
+        )
+        .await
+    }
+
+    /// Mounts a blob from another repository of the same registry. `false` when the registry
+    /// declined (it may then expect an upload), so the caller copies instead.
+    pub async fn mount_blob(
+        &self,
+        target: &Repository,
+        from: &Repository,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
+        let image = oci_reference(target, "latest");
+        let source = oci_reference(from, "latest");
+        self.authenticate(&image, true).await?;
+        let host = self.host(&target.host);
+        let mounted = self
+            .run(
+                &host,
+                || format!("mounting blob {digest} into {target}"),
+                Some(self.options.timeout),
+                || self.oci.mount_blob(&image, &source, digest.as_str()),
+            )
+            .await;
+        match mounted {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind == ErrorKind::Permanent || e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Streams one blob from `source` to `target`, in chunks above the chunk size, so memory
+    /// stays bounded whatever the blob's size. The target registry checks the digest.
+    pub async fn copy_blob(
+        &self,
+        source: &Repository,
+        target: &Repository,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), RegistryError> {
+        let from = oci_reference(source, digest.as_str());
+        let to = oci_reference(target, digest.as_str());
+        self.authenticate(&from, false).await?;
+        self.authenticate(&to, true).await?;
+        let source_host = self.host(&source.host);
+        let target_host = self.host(&target.host);
+        let chunk = self.options.chunk_size;
+        let operation = || format!("copying blob {digest} ({}) from {source} to {target}", bytesize::ByteSize(size));
+        // One permit on each side for the whole transfer; pacing counts the transfer once.
+        let mut attempt = 0;
+        loop {
+            let _source_permit = source_host.permits.acquire().await.expect("open semaphore");
+            source_host.pace().await;
+            let result = async {
+                let stream = self
+                    .oci
+                    .pull_blob_stream(&from, digest.as_str())
+                    .await
+                    .map_err(|e| RegistryError::from_oci(operation(), &source.host, e))?;
+                let _target_permit = target_host.permits.acquire().await.expect("open semaphore");
+                target_host.pace().await;
+                let chunks = rechunk(stream.stream, chunk);
+                self.oci
+                    .push_blob_stream(&to, chunks, digest.as_str())
+                    .await
+                    .map_err(|e| RegistryError::from_oci(operation(), &target.host, e))?;
+                Ok::<(), RegistryError>(())
+            }
+            .await;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind == ErrorKind::Transient && attempt < self.options.retries => {
+                    attempt += 1;
+                    tracing::debug!(operation = %operation(), attempt, error = %e.message, "retrying");
+                    tokio::time::sleep(self.options.backoff * 2u32.pow(attempt - 1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Pushes manifest bytes under `reference` (a tag, or the manifest's own digest).
+    pub async fn push_manifest(
+        &self,
+        repository: &Repository,
+        reference: &str,
+        bytes: &Bytes,
+        media_type: &str,
+    ) -> Result<(), RegistryError> {
+        let image = oci_reference(repository, reference);
+        self.authenticate(&image, true).await?;
+        let content_type = reqwest::header::HeaderValue::from_str(media_type).map_err(|_| {
+            RegistryError::new(
+                ErrorKind::Permanent,
+                format!("pushing manifest {image}"),
+                format!("invalid media type {media_type}"),
+            )
+        })?;
+        let host = self.host(&repository.host);
+        self.run(
+            &host,
+            || format!("pushing manifest {image}"),
+            Some(self.options.timeout),
+            || self.oci.push_manifest_raw(&image, bytes.clone(), content_type.clone()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes a manifest by digest (Distribution removes every tag pointing at it).
+    pub async fn delete_manifest(&self, repository: &Repository, digest: &Digest) -> Result<(), RegistryError> {
+        let host = self.host(&repository.host);
+        let scheme = if host.settings.insecure { "http" } else { "https" };
+        let url = format!("{scheme}://{}/v2/{}/manifests/{digest}", repository.host, repository.path);
+        let operation = format!("deleting {repository}@{digest}");
+        let credential = self.credential(&host).await?;
+        let _permit = host.permits.acquire().await.expect("open semaphore");
+        host.pace().await;
+        let mut request = self.http.delete(&url);
+        if let Credential::Basic { username, password } = &credential {
+            request = request.basic_auth(username, Some(password));
+        }
+        let response = request.send().await.map_err(|e| {
+            RegistryError::new(ErrorKind::Transient, &operation, format!("could not reach {}: {e}", repository.host))
+        })?;
+        match response.status().as_u16() {
+            200..=299 => Ok(()),
+            404 => Ok(()),
+            405 => Err(RegistryError::new(
+                ErrorKind::Permanent,
+                operation,
+                format!("{} does not allow deletes (Distribution needs storage.delete.enabled: true)", repository.host),
+            )),
+            401 | 403 => Err(RegistryError::new(
+                ErrorKind::Unauthorized,
+                operation,
+                format!("{} refused the delete: the credentials need delete permission", repository.host),
+            )),
+            code => Err(RegistryError::new(
+                if code == 429 || code >= 500 { ErrorKind::Transient } else { ErrorKind::Permanent },
+                operation,
+                format!("{} answered HTTP {code}", repository.host),
+            )),
+        }
+    }
+}
+
+/// An oci-client reference: a tag, or a digest when `reference` contains `:`.
+pub fn oci_reference(repository: &Repository, reference: &str) -> Reference {
+    if reference.contains(':') {
+        Reference::with_digest(repository.host.clone(), repository.path.clone(), reference.to_string())
+    } else {
+        Reference::with_tag(repository.host.clone(), repository.path.clone(), reference.to_string())
+    }
+}
+
+fn parse_digest(text: &str, image: &Reference) -> Result<Digest, RegistryError> {
+    text.parse().map_err(|e: String| RegistryError::new(ErrorKind::Permanent, format!("looking up {image}"), e))
+}
+
+/// Regroups a byte stream into chunks of `size` (the last may be shorter), so a chunked upload
+/// sends a few large PATCH requests rather than one per network read.
+fn rechunk<S>(stream: S, size: usize) -> impl Stream<Item = Result<Bytes, OciDistributionError>>
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
+{
+    futures_util::stream::unfold((stream, false), move |(mut stream, done)| async move {
+        if done {
+            return None;
+        }
+        let mut buffer = bytes::BytesMut::with_capacity(size.min(1 << 20));
+        while buffer.len() < size {
+            match stream.next().await {
+                Some(Ok(bytes)) => buffer.extend_from_slice(&bytes),
+                Some(Err(e)) => return Some((Err(OciDistributionError::IoError(e)), (stream, true))),
+                None => {
+                    return if buffer.is_empty() { None } else { Some((Ok(buffer.freeze()), (stream, true))) };
+                }
+            }
+        }
+        Some((Ok(buffer.freeze()), (stream, false)))
+    })
+}

@@ -1,0 +1,126 @@
+//! Registry failures, classified by what Lifeboat should do about them.
+
+use std::fmt;
+
+/// What kind of failure: decides retrying, and whether an item is `Absent` or `Unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The manifest, blob or repository does not exist (404 and the registry's `*_UNKNOWN`).
+    NotFound,
+    /// Credentials missing, wrong, or without the needed permission.
+    Unauthorized,
+    /// Worth retrying: 5xx, 429, connection refused or reset, timeouts.
+    Transient,
+    /// Will not get better by retrying: invalid content, unsupported operation, 4xx.
+    Permanent,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Transient => "unreachable",
+            ErrorKind::Permanent => "failed",
+        }
+    }
+}
+
+/// A registry operation that failed: what was attempted, on which registry, and why, in
+/// words a person can act on. Never carries credentials.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct RegistryError {
+    pub kind: ErrorKind,
+    /// `HEAD manifest registry.example/app:1.2`
+    pub operation: String,
+    pub message: String,
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.operation, self.message)
+    }
+}
+
+impl RegistryError {
+    pub fn new(kind: ErrorKind, operation: impl Into<String>, message: impl Into<String>) -> Self {
+        RegistryError { kind, operation: operation.into(), message: message.into() }
+    }
+
+    /// Classifies an oci-client error. The message is rewritten without URLs' query strings
+    /// and never includes request headers, so no credential can leak through it.
+    pub fn from_oci(operation: impl Into<String>, host: &str, e: oci_client::errors::OciDistributionError) -> Self {
+        use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
+        let (kind, message) = match &e {
+            E::ImageManifestNotFoundError(_) => (ErrorKind::NotFound, "not found".to_string()),
+            E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => (
+                ErrorKind::Unauthorized,
+                format!("{host} refused the credentials: check the Registry's credentials for this host"),
+            ),
+            E::RegistryError { envelope, .. } => {
+                let codes: Vec<&C> = envelope.errors.iter().map(|e| &e.code).collect();
+                let text = envelope.errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; ");
+                let kind = if codes.iter().any(|c| {
+                    matches!(
+                        c,
+                        C::ManifestUnknown | C::BlobUnknown | C::NameUnknown | C::ManifestBlobUnknown | C::NotFound
+                    )
+                }) {
+                    ErrorKind::NotFound
+                } else if codes.iter().any(|c| matches!(c, C::Unauthorized | C::Denied)) {
+                    ErrorKind::Unauthorized
+                } else if codes.iter().any(|c| matches!(c, C::Toomanyrequests)) {
+                    ErrorKind::Transient
+                } else {
+                    ErrorKind::Permanent
+                };
+                (kind, format!("{host} answered: {text}"))
+            }
+            E::ServerError { code, message, .. } => {
+                let kind = match code {
+                    404 => ErrorKind::NotFound,
+                    401 | 403 => ErrorKind::Unauthorized,
+                    408 | 429 | 500..=599 => ErrorKind::Transient,
+                    _ => ErrorKind::Permanent,
+                };
+                let detail = message.trim();
+                let detail = if detail.is_empty() { String::new() } else { format!(": {}", first_line(detail)) };
+                (kind, format!("{host} answered HTTP {code}{detail}"))
+            }
+            E::RequestError(r) => {
+                let what = if r.is_timeout() {
+                    "timed out"
+                } else if r.is_connect() {
+                    "could not connect"
+                } else {
+                    "the connection failed"
+                };
+                (ErrorKind::Transient, format!("{what} talking to {host}: {}", source_chain(r)))
+            }
+            E::IoError(io) => (ErrorKind::Transient, format!("I/O error with {host}: {io}")),
+            other => (ErrorKind::Permanent, first_line(&other.to_string()).to_string()),
+        };
+        RegistryError::new(kind, operation, message)
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.kind == ErrorKind::NotFound
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+/// The innermost cause of a transport error: "Connection refused (os error 111)" says more
+/// than "error sending request".
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut innermost = e.to_string();
+    let mut current = e.source();
+    while let Some(s) = current {
+        innermost = s.to_string();
+        current = s.source();
+    }
+    // reqwest errors carry the URL; keep the words, not a URL with possible query parameters.
+    innermost.split(" for url (").next().unwrap_or_default().to_string()
+}

@@ -1,0 +1,132 @@
+//! An in-memory registry that holds state, for testing the pipeline without servers. Hosts
+//! can be taken down to simulate an outage.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use super::{CopyReport, CopyRequest, ErrorKind, Registry, RegistryError, Resolved};
+use crate::desired::{Digest, Platforms, Repository};
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// repository → tag → digest
+    tags: BTreeMap<String, BTreeMap<String, Digest>>,
+    /// repository → digests stored (tagged or not)
+    manifests: BTreeMap<String, BTreeSet<Digest>>,
+    /// filtered index digest → upstream digest
+    sources: BTreeMap<Digest, Digest>,
+    down: BTreeSet<String>,
+    copies: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct FakeRegistry {
+    inner: Mutex<Inner>,
+}
+
+impl FakeRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("fake registry lock")
+    }
+
+    /// Stores a manifest under a tag.
+    pub fn push(&self, repository: &str, tag: &str, digest: &Digest) {
+        let mut inner = self.lock();
+        inner.tags.entry(repository.to_string()).or_default().insert(tag.to_string(), digest.clone());
+        inner.manifests.entry(repository.to_string()).or_default().insert(digest.clone());
+    }
+
+    /// Takes a host down (every call fails as unreachable) or brings it back.
+    pub fn set_down(&self, host: &str, down: bool) {
+        let mut inner = self.lock();
+        if down {
+            inner.down.insert(host.to_string());
+        } else {
+            inner.down.remove(host);
+        }
+    }
+
+    pub fn tags(&self, repository: &str) -> BTreeMap<String, Digest> {
+        self.lock().tags.get(repository).cloned().unwrap_or_default()
+    }
+
+    /// How many copies have been made.
+    pub fn copies(&self) -> u64 {
+        self.lock().copies
+    }
+
+    fn check_up(&self, host: &str, operation: &str) -> Result<(), RegistryError> {
+        if self.lock().down.contains(host) {
+            return Err(RegistryError::new(ErrorKind::Transient, operation, format!("could not connect to {host}")));
+        }
+        Ok(())
+    }
+}
+
+/// A stand-in digest for a platform-filtered copy of `digest`.
+pub fn filtered_digest(digest: &Digest, platforms: &BTreeSet<String>) -> Digest {
+    super::manifest::sha256(format!("{digest}|{}", platforms.iter().cloned().collect::<Vec<_>>().join(",")).as_bytes())
+}
+
+impl Registry for FakeRegistry {
+    async fn list_tags(&self, repository: &Repository) -> Result<Vec<String>, RegistryError> {
+        self.check_up(&repository.host, &format!("listing tags of {repository}"))?;
+        Ok(self.lock().tags.get(&repository.to_string()).map(|t| t.keys().cloned().collect()).unwrap_or_default())
+    }
+
+    async fn resolve(
+        &self,
+        repository: &Repository,
+        reference: &str,
+        _read_source: bool,
+    ) -> Result<Option<Resolved>, RegistryError> {
+        self.check_up(&repository.host, &format!("looking up {repository}:{reference}"))?;
+        let inner = self.lock();
+        let key = repository.to_string();
+        let digest = if reference.contains(':') {
+            let digest: Digest =
+                reference.parse().map_err(|e: String| RegistryError::new(ErrorKind::Permanent, "resolve", e))?;
+            inner.manifests.get(&key).filter(|m| m.contains(&digest)).map(|_| digest)
+        } else {
+            inner.tags.get(&key).and_then(|t| t.get(reference)).cloned()
+        };
+        Ok(digest.map(|digest| Resolved { source_digest: inner.sources.get(&digest).cloned(), digest }))
+    }
+
+    async fn copy(&self, request: &CopyRequest) -> Result<CopyReport, RegistryError> {
+        let operation = format!("copying {}@{} to {}:{}", request.source, request.digest, request.target, request.tag);
+        self.check_up(&request.source.host, &operation)?;
+        self.check_up(&request.target.host, &operation)?;
+        let mut inner = self.lock();
+        let present = inner.manifests.get(&request.source.to_string()).is_some_and(|m| m.contains(&request.digest));
+        if !present {
+            return Err(RegistryError::new(ErrorKind::NotFound, operation, "the source no longer has this manifest"));
+        }
+        let written = match &request.platforms {
+            Platforms::All => request.digest.clone(),
+            Platforms::Only(platforms) => {
+                let filtered = filtered_digest(&request.digest, platforms);
+                inner.sources.insert(filtered.clone(), request.digest.clone());
+                filtered
+            }
+        };
+        let target = request.target.to_string();
+        inner.tags.entry(target.clone()).or_default().insert(request.tag.clone(), written.clone());
+        inner.manifests.entry(target).or_default().insert(written.clone());
+        inner.copies += 1;
+        Ok(CopyReport { written: Some(written), manifests_pushed: 1, ..CopyReport::default() })
+    }
+
+    async fn delete(&self, repository: &Repository, digest: &Digest) -> Result<(), RegistryError> {
+        self.check_up(&repository.host, &format!("deleting {repository}@{digest}"))?;
+        let mut inner = self.lock();
+        let key = repository.to_string();
+        if let Some(tags) = inner.tags.get_mut(&key) {
+            tags.retain(|_, d| d != digest);
+        }
+        if let Some(m) = inner.manifests.get_mut(&key) {
+            m.remove(digest);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,96 @@
+//! Registries: the only module that uses oci-client (and HTTP to registries at all).
+//!
+//! The rest of Lifeboat sees the small [`Registry`] trait: resolve a tag to a digest, list
+//! tags, copy an image, delete a manifest. [`OciRegistry`] implements it against real
+//! registries; [`fake::FakeRegistry`] holds state in memory for tests of the pipeline.
+
+pub mod auth;
+pub mod client;
+pub mod copy;
+pub mod error;
+pub mod fake;
+pub mod manifest;
+
+use std::future::Future;
+
+pub use client::{Options, RegistryClient};
+pub use copy::{BlobLocations, CopyReport, CopyRequest};
+pub use error::{ErrorKind, RegistryError};
+
+use crate::desired::{Digest, Repository};
+
+/// What a tag points at in a registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub digest: Digest,
+    /// For an index Lifeboat filtered to some platforms: the upstream digest it holds.
+    pub source_digest: Option<Digest>,
+}
+
+/// The registry operations the pipeline needs.
+pub trait Registry: Send + Sync {
+    /// Every tag of a repository (none when the repository does not exist).
+    fn list_tags(&self, repository: &Repository) -> impl Future<Output = Result<Vec<String>, RegistryError>> + Send;
+
+    /// What `reference` (tag or digest) points at, or `None` when it does not exist. With
+    /// `read_source`, the manifest is read to find the upstream digest of a filtered index.
+    fn resolve(
+        &self,
+        repository: &Repository,
+        reference: &str,
+        read_source: bool,
+    ) -> impl Future<Output = Result<Option<Resolved>, RegistryError>> + Send;
+
+    /// Copies `source@digest` to `target:tag`.
+    fn copy(&self, request: &CopyRequest) -> impl Future<Output = Result<CopyReport, RegistryError>> + Send;
+
+    /// Deletes a manifest, and with it every tag pointing at it.
+    fn delete(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> impl Future<Output = Result<(), RegistryError>> + Send;
+}
+
+/// Real registries through oci-client.
+pub struct OciRegistry {
+    pub client: RegistryClient,
+    blobs: BlobLocations,
+}
+
+impl OciRegistry {
+    pub fn new(client: RegistryClient) -> Self {
+        OciRegistry { client, blobs: BlobLocations::default() }
+    }
+}
+
+impl Registry for OciRegistry {
+    async fn list_tags(&self, repository: &Repository) -> Result<Vec<String>, RegistryError> {
+        self.client.list_tags(repository).await
+    }
+
+    async fn resolve(
+        &self,
+        repository: &Repository,
+        reference: &str,
+        read_source: bool,
+    ) -> Result<Option<Resolved>, RegistryError> {
+        if !read_source {
+            let digest = self.client.manifest_digest(repository, reference).await?;
+            return Ok(digest.map(|digest| Resolved { digest, source_digest: None }));
+        }
+        let Some((bytes, digest)) = self.client.manifest(repository, reference).await? else {
+            return Ok(None);
+        };
+        let source_digest = manifest::Manifest::parse(bytes, digest.clone()).ok().and_then(|m| m.source_digest());
+        Ok(Some(Resolved { digest, source_digest }))
+    }
+
+    async fn copy(&self, request: &CopyRequest) -> Result<CopyReport, RegistryError> {
+        copy::copy_image(&self.client, &self.blobs, request).await
+    }
+
+    async fn delete(&self, repository: &Repository, digest: &Digest) -> Result<(), RegistryError> {
+        self.client.delete_manifest(repository, digest).await
+    }
+}
