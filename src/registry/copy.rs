@@ -3,7 +3,9 @@
 //! crash at any moment leaves no tag pointing at missing content.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
 
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -46,22 +48,18 @@ impl CopyReport {
     }
 }
 
-/// Blobs known to be in a target registry during a pass, and one repository holding each:
-/// the source of cross-repository mounts for layers shared between images.
+/// Blobs placed in a target registry during a pass, and the repository holding each: the
+/// source of cross-repository mounts for layers shared between images. A blob being copied is
+/// copied once; other images needing it wait for that copy and mount it.
 #[derive(Debug, Default)]
-pub struct BlobLocations(Mutex<HashMap<(String, Digest), Repository>>);
+pub struct BlobLocations(Mutex<HashMap<BlobKey, Arc<OnceCell<Repository>>>>);
+
+/// A blob in one registry host.
+type BlobKey = (String, Digest);
 
 impl BlobLocations {
-    fn find(&self, host: &str, digest: &Digest) -> Option<Repository> {
-        self.0.lock().expect("blob table lock").get(&(host.to_string(), digest.clone())).cloned()
-    }
-
-    fn record(&self, repository: &Repository, digest: &Digest) {
-        self.0
-            .lock()
-            .expect("blob table lock")
-            .entry((repository.host.clone(), digest.clone()))
-            .or_insert_with(|| repository.clone());
+    fn cell(&self, host: &str, digest: &Digest) -> Arc<OnceCell<Repository>> {
+        self.0.lock().expect("blob table lock").entry((host.to_string(), digest.clone())).or_default().clone()
     }
 }
 
@@ -160,17 +158,33 @@ async fn copy_blob(
 ) -> Result<CopyReport, RegistryError> {
     let target = &request.target;
     let mut report = CopyReport::default();
+    let cell = blobs.cell(&target.host, &blob.digest);
     if client.blob_exists(target, &blob.digest).await? {
         report.blobs_present = 1;
-    } else if let Some(from) = blobs.find(&target.host, &blob.digest).filter(|r| r != target)
-        && client.mount_blob(target, &from, &blob.digest).await?
-    {
+        let _ = cell.set(target.clone());
+        return Ok(report);
+    }
+    // The first image needing this blob copies it; the others get the repository it went to.
+    let mut copied_here = false;
+    let holder = cell
+        .get_or_try_init(|| async {
+            client.copy_blob(&request.source, target, &blob.digest, blob.size).await?;
+            copied_here = true;
+            Ok::<Repository, RegistryError>(target.clone())
+        })
+        .await?
+        .clone();
+    if copied_here {
+        report.blobs_copied = 1;
+        report.bytes_copied = blob.size;
+    } else if holder == *target {
+        report.blobs_present = 1;
+    } else if client.mount_blob(target, &holder, &blob.digest).await? {
         report.blobs_mounted = 1;
     } else {
         client.copy_blob(&request.source, target, &blob.digest, blob.size).await?;
         report.blobs_copied = 1;
         report.bytes_copied = blob.size;
     }
-    blobs.record(target, &blob.digest);
     Ok(report)
 }

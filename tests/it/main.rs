@@ -5,6 +5,7 @@
 mod diff;
 mod help;
 mod loader_fuzz;
+mod mirror;
 mod schema;
 mod support;
 mod validate;
