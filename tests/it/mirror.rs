@@ -7,7 +7,9 @@ use serde_json::Value;
 
 use crate::support::images::{Pusher, layer};
 use crate::support::lifeboat;
+use crate::support::proxy::FaultProxy;
 use crate::support::registry::{Options, TestRegistry, Tls};
+use crate::support::token::TokenServer;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
@@ -40,6 +42,11 @@ impl World {
     /// Writes the desired state: both registries over plain HTTP, and `spec` (the MirrorSet
     /// spec lines after `target`, with UP standing for the upstream host).
     fn desired(&self, spec: &str) {
+        self.desired_via(&self.upstream.host.clone(), spec);
+    }
+
+    /// As `desired`, reaching upstream at `up` (a proxy in front of it).
+    fn desired_via(&self, up: &str, spec: &str) {
         let registry = |name: &str, host: &str| {
             format!(
                 "apiVersion: lifeboat.dev/v1alpha1\nkind: Registry\nmetadata: {{name: {name}}}\nspec:\n  host: \"{host}\"\n  insecure: true\n---\n"
@@ -47,10 +54,10 @@ impl World {
         };
         let text = format!(
             "{}{}apiVersion: lifeboat.dev/v1alpha1\nkind: MirrorSet\nmetadata: {{name: set}}\nspec:\n  target: \"{}/mirror\"\n{}",
-            registry("upstream", &self.upstream.host),
+            registry("upstream", up),
             registry("mirror", &self.mirror.host),
             self.mirror.host,
-            spec.replace("UP", &self.upstream.host)
+            spec.replace("UP", up)
         );
         std::fs::write(self.dir.path().join("desired.yaml"), text).unwrap();
     }
@@ -254,7 +261,8 @@ fn upstream_paused_times_out_as_unknown() {
 fn bad_credentials_name_the_registry_and_hide_the_secret() {
     let certs = tempfile::tempdir().unwrap();
     let tls = Tls::generate(certs.path());
-    let mirror = TestRegistry::start(Options { tls: Some(&tls), basic_auth: Some(("lifeboat", "right-password")) });
+    let mirror =
+        TestRegistry::start(Options { tls: Some(&tls), basic_auth: Some(("lifeboat", "right-password")), token: None });
     let upstream = TestRegistry::start(Options::default());
     rt().block_on(Pusher::new(&upstream.host, None, None).image("app", Some("1.0"), &[layer(50, 1024)], "linux/amd64"));
     let dir = tempfile::tempdir().unwrap();
@@ -314,3 +322,68 @@ fn a_one_gib_layer_is_copied() {
 
 #[allow(dead_code)]
 fn unused(_: &Path, _: Bytes) {}
+
+/// Regression: 5xx and 429 answers are retried with backoff, and are Unknown (never Absent)
+/// once the retries are spent.
+#[test]
+fn transient_upstream_errors_are_retried_then_unknown() {
+    let world = World::new();
+    let digest = rt().block_on(world.up().image("app", Some("1.0"), &[layer(70, 1024)], "linux/amd64")).0;
+    let proxy = FaultProxy::start(&world.upstream.host, 3, 503);
+    world.desired_via(&proxy.host, "  images:\n    - source: UP/app\n      tags: [\"1.0\"]\n");
+    let (code, applied, _) = world.run("apply", &["--timeout", "3s", "--retries", "4"]);
+    assert_eq!(code, 0, "{applied:#}");
+    assert_eq!(proxy.injected.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(rt().block_on(world.mir().digest("mirror/app", "1.0")), Some(digest));
+
+    let throttled = FaultProxy::start(&world.upstream.host, 1000, 429);
+    world.desired_via(&throttled.host, "  images:\n    - source: UP/app\n      tags: [\"1.0\", \"2.0\"]\n");
+    let (code, applied, _) = world.run("apply", &["--timeout", "3s", "--retries", "1"]);
+    assert_eq!(code, 2, "{applied:#}");
+    let notes = applied["plan"]["notes"].to_string();
+    assert!(notes.contains("429"), "{notes}");
+    assert_eq!(change_count(&applied["plan"]), 0, "nothing is done on the strength of a 429");
+}
+
+/// A token-auth upstream (the Docker Hub and Harbor flow) and a credential helper for it.
+#[test]
+fn bearer_token_upstream_with_a_credential_helper() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = TokenServer::start(dir.path(), "robot", "t0ken-secret");
+    let upstream = TestRegistry::start(Options { token: Some(&tokens), ..Options::default() });
+    let mirror = TestRegistry::start(Options::default());
+    let digest = rt().block_on(Pusher::new(&upstream.host, None, Some(("robot", "t0ken-secret"))).index(
+        "vendor/app",
+        "1.0",
+        &layer(80, 2048),
+        &["linux/amd64", "linux/arm64"],
+        8,
+    ));
+    // docker-credential-test answers with the robot's credentials, as a real helper would.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-test");
+    std::fs::write(&helper, "#!/bin/sh\nread host\nprintf '{\"Username\":\"robot\",\"Secret\":\"t0ken-secret\"}'\n")
+        .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let desired = dir.path().join("desired");
+    std::fs::create_dir_all(&desired).unwrap();
+    std::fs::write(
+        desired.join("d.yaml"),
+        format!(
+            "apiVersion: lifeboat.dev/v1alpha1\nkind: Registry\nmetadata: {{name: up}}\nspec:\n  host: \"{up}\"\n  insecure: true\n  credentials: {{helper: test}}\n---\napiVersion: lifeboat.dev/v1alpha1\nkind: Registry\nmetadata: {{name: m}}\nspec: {{host: \"{m}\", insecure: true}}\n---\napiVersion: lifeboat.dev/v1alpha1\nkind: MirrorSet\nmetadata: {{name: s}}\nspec:\n  target: \"{m}/mirror\"\n  images:\n    - source: \"{up}/vendor/app\"\n      tags: [\"1.0\"]\n",
+            up = upstream.host,
+            m = mirror.host
+        ),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let before = tokens.issued.load(std::sync::atomic::Ordering::SeqCst);
+    let run =
+        crate::support::lifeboat_env(&["apply", desired.to_str().unwrap(), "--timeout", "5s"], &[("PATH", &path)]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(tokens.issued.load(std::sync::atomic::Ordering::SeqCst) > before, "lifeboat fetched tokens");
+    assert!(!run.stdout.contains("t0ken-secret") && !run.stderr.contains("t0ken-secret"));
+    let copied = rt().block_on(Pusher::new(&mirror.host, None, None).digest("mirror/vendor/app", "1.0"));
+    assert_eq!(copied, Some(digest));
+}

@@ -39,6 +39,16 @@ pub fn lifeboat_in(dir: &Path, args: &[&str]) -> Run {
     command.output().expect("the lifeboat binary runs").into()
 }
 
+/// Runs `lifeboat ARGS` from the project root with extra environment variables.
+pub fn lifeboat_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+    command.args(args).current_dir(root());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("the lifeboat binary runs").into()
+}
+
 pub fn lifeboat(args: &[&str]) -> Run {
     lifeboat_in(&root(), args)
 }
@@ -110,7 +120,9 @@ impl GitRepo {
 }
 
 pub mod images;
+pub mod proxy;
 pub mod registry;
+pub mod token;
 
 /// Polls `check` until it returns `Some`, or panics after `limit` naming `what`.
 pub fn wait_for<T>(what: &str, limit: std::time::Duration, mut check: impl FnMut() -> Option<T>) -> T {

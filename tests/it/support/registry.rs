@@ -47,6 +47,8 @@ pub struct Options<'a> {
     pub tls: Option<&'a Tls>,
     /// (user, password) for htpasswd basic auth.
     pub basic_auth: Option<(&'a str, &'a str)>,
+    /// Bearer tokens from this token service.
+    pub token: Option<&'a super::token::TokenServer>,
 }
 
 pub struct TestRegistry {
@@ -80,6 +82,15 @@ impl TestRegistry {
             let path = dir.path().join("htpasswd");
             std::fs::write(&path, out.stdout).unwrap();
             config.push_str(&format!("auth:\n  htpasswd:\n    realm: lifeboat-test\n    path: {}\n", path.display()));
+        }
+        if let Some(token) = options.token {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                token.realm,
+                super::token::SERVICE,
+                super::token::ISSUER,
+                token.root_cert_bundle.display()
+            ));
         }
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
         let mut registry = TestRegistry { host: String::new(), child: None, dir, log: Default::default() };
