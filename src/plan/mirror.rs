@@ -86,6 +86,13 @@ fn plan_image(plan: &mut Plan, name: &str, set: &MirrorSet, selection: &Selectio
                 continue;
             }
         };
+        let subset = match &set.platforms {
+            Platforms::All => String::new(),
+            Platforms::Only(p) => format!(
+                " (only {}: the mirrored index gets a digest of its own)",
+                p.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        };
         let copy = Action::Copy {
             source: o.source.clone(),
             digest: upstream.clone(),
@@ -98,7 +105,7 @@ fn plan_image(plan: &mut Plan, name: &str, set: &MirrorSet, selection: &Selectio
             Observed::Absent => plan.changes.push(Change {
                 mirror_set: name.to_string(),
                 action: copy,
-                why: format!("missing in the mirror; upstream is {}", short(upstream)),
+                why: format!("missing in the mirror; upstream is {}{subset}", short(upstream)),
             }),
             Observed::Present(held) if held.holds(upstream, &set.platforms) => plan.in_sync += 1,
             Observed::Present(held) => moved(plan, name, set, pinned, tag, &held, upstream, copy, o),

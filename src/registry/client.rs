@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::{Reference, RegistryOperation};
@@ -40,8 +39,9 @@ pub struct Options {
     pub retries: u32,
     /// First backoff delay; it doubles with each retry, with jitter.
     pub backoff: Duration,
-    /// Blobs larger than this are streamed in chunks of this size.
-    pub chunk_size: usize,
+    /// Blobs larger than this are uploaded in PATCH requests of this size (streamed, never
+    /// held in memory); smaller ones in one request.
+    pub chunk_size: u64,
 }
 
 impl Default for Options {
@@ -50,7 +50,7 @@ impl Default for Options {
             timeout: Duration::from_secs(30),
             retries: 4,
             backoff: Duration::from_millis(250),
-            chunk_size: 16 << 20,
+            chunk_size: 256 << 20,
         }
     }
 }
@@ -84,8 +84,8 @@ impl Host {
 /// The registry client shared by a whole pass.
 pub struct RegistryClient {
     oci: oci_client::Client,
-    /// Plain HTTP for DELETE, which oci-client does not offer.
-    http: reqwest::Client,
+    /// Streamed uploads and deletes, which oci-client does not offer.
+    http: super::upload::Http,
     settings: HashMap<String, HostSettings>,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     /// (registry, repository, operation) pairs oci-client has been authenticated for.
@@ -120,7 +120,10 @@ impl RegistryClient {
                 },
             );
         }
-        let mut http = reqwest::Client::builder().connect_timeout(options.timeout).timeout(options.timeout);
+        // Timeouts are set per request: a blob upload gets time in proportion to its size.
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(options.timeout)
+            .user_agent(concat!("lifeboat/", env!("CARGO_PKG_VERSION")));
         for c in &certificates {
             http = http.add_root_certificate(
                 reqwest::Certificate::from_pem(&c.data).map_err(|e| anyhow::anyhow!("reading a caFile: {e}"))?,
@@ -138,7 +141,7 @@ impl RegistryClient {
         };
         Ok(RegistryClient {
             oci: oci_client::Client::new(config),
-            http: http.build()?,
+            http: super::upload::Http::new(http.build()?, options.timeout),
             settings,
             hosts: Mutex::new(HashMap::new()),
             authenticated: Mutex::new(HashSet::new()),
@@ -382,8 +385,8 @@ impl RegistryClient {
         }
     }
 
-    /// Streams one blob from `source` to `target`, in chunks above the chunk size, so memory
-    /// stays bounded whatever the blob's size. The target registry checks the digest.
+    /// Streams one blob from `source` to `target`, never holding it in memory. The target
+    /// registry checks the digest.
     pub async fn copy_blob(
         &self,
         source: &Repository,
@@ -392,32 +395,31 @@ impl RegistryClient {
         size: u64,
     ) -> Result<(), RegistryError> {
         let from = oci_reference(source, digest.as_str());
-        let to = oci_reference(target, digest.as_str());
         self.authenticate(&from, false).await?;
-        self.authenticate(&to, true).await?;
         let source_host = self.host(&source.host);
         let target_host = self.host(&target.host);
-        let chunk = self.options.chunk_size;
+        let credential = self.credential(&target_host).await?;
+        let to = super::upload::Target {
+            repository: target,
+            insecure: target_host.settings.insecure,
+            credential: &credential,
+        };
         let operation = || format!("copying blob {digest} ({}) from {source} to {target}", bytesize::ByteSize(size));
-        // One permit on each side for the whole transfer; pacing counts the transfer once.
+        // One permit on each side for the whole transfer.
         let mut attempt = 0;
         loop {
-            let _source_permit = source_host.permits.acquire().await.expect("open semaphore");
-            source_host.pace().await;
             let result = async {
+                let _source_permit = source_host.permits.acquire().await.expect("open semaphore");
+                source_host.pace().await;
                 let stream = self
                     .oci
                     .pull_blob_stream(&from, digest.as_str())
                     .await
                     .map_err(|e| RegistryError::from_oci(operation(), &source.host, e))?;
+                let length = stream.content_length.filter(|l| *l > 0).unwrap_or(size);
                 let _target_permit = target_host.permits.acquire().await.expect("open semaphore");
                 target_host.pace().await;
-                let chunks = rechunk(stream.stream, chunk);
-                self.oci
-                    .push_blob_stream(&to, chunks, digest.as_str())
-                    .await
-                    .map_err(|e| RegistryError::from_oci(operation(), &target.host, e))?;
-                Ok::<(), RegistryError>(())
+                self.http.upload_blob(&to, digest, length, stream.stream, self.options.chunk_size).await
             }
             .await;
             match result {
@@ -463,38 +465,11 @@ impl RegistryClient {
     /// Deletes a manifest by digest (Distribution removes every tag pointing at it).
     pub async fn delete_manifest(&self, repository: &Repository, digest: &Digest) -> Result<(), RegistryError> {
         let host = self.host(&repository.host);
-        let scheme = if host.settings.insecure { "http" } else { "https" };
-        let url = format!("{scheme}://{}/v2/{}/manifests/{digest}", repository.host, repository.path);
-        let operation = format!("deleting {repository}@{digest}");
         let credential = self.credential(&host).await?;
+        let target = super::upload::Target { repository, insecure: host.settings.insecure, credential: &credential };
         let _permit = host.permits.acquire().await.expect("open semaphore");
         host.pace().await;
-        let mut request = self.http.delete(&url);
-        if let Credential::Basic { username, password } = &credential {
-            request = request.basic_auth(username, Some(password));
-        }
-        let response = request.send().await.map_err(|e| {
-            RegistryError::new(ErrorKind::Transient, &operation, format!("could not reach {}: {e}", repository.host))
-        })?;
-        match response.status().as_u16() {
-            200..=299 => Ok(()),
-            404 => Ok(()),
-            405 => Err(RegistryError::new(
-                ErrorKind::Permanent,
-                operation,
-                format!("{} does not allow deletes (Distribution needs storage.delete.enabled: true)", repository.host),
-            )),
-            401 | 403 => Err(RegistryError::new(
-                ErrorKind::Unauthorized,
-                operation,
-                format!("{} refused the delete: the credentials need delete permission", repository.host),
-            )),
-            code => Err(RegistryError::new(
-                if code == 429 || code >= 500 { ErrorKind::Transient } else { ErrorKind::Permanent },
-                operation,
-                format!("{} answered HTTP {code}", repository.host),
-            )),
-        }
+        self.http.delete_manifest(&target, digest).await
     }
 }
 
@@ -511,26 +486,27 @@ fn parse_digest(text: &str, image: &Reference) -> Result<Digest, RegistryError> 
     text.parse().map_err(|e: String| RegistryError::new(ErrorKind::Permanent, format!("looking up {image}"), e))
 }
 
-/// Regroups a byte stream into chunks of `size` (the last may be shorter), so a chunked upload
-/// sends a few large PATCH requests rather than one per network read.
-fn rechunk<S>(stream: S, size: usize) -> impl Stream<Item = Result<Bytes, OciDistributionError>>
-where
-    S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
-{
-    futures_util::stream::unfold((stream, false), move |(mut stream, done)| async move {
-        if done {
-            return None;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_are_paced_to_the_rate_limit() {
+        let host = Host {
+            name: "r.example".into(),
+            settings: HostSettings {
+                limits: Limits { requests_per_second: Some(10.0), concurrency: 8 },
+                ..HostSettings::default()
+            },
+            permits: Semaphore::new(8),
+            next_start: tokio::sync::Mutex::new(Instant::now()),
+            credential: OnceCell::new(),
+        };
+        let start = Instant::now();
+        for _ in 0..5 {
+            host.pace().await;
         }
-        let mut buffer = bytes::BytesMut::with_capacity(size.min(1 << 20));
-        while buffer.len() < size {
-            match stream.next().await {
-                Some(Ok(bytes)) => buffer.extend_from_slice(&bytes),
-                Some(Err(e)) => return Some((Err(OciDistributionError::IoError(e)), (stream, true))),
-                None => {
-                    return if buffer.is_empty() { None } else { Some((Ok(buffer.freeze()), (stream, true))) };
-                }
-            }
-        }
-        Some((Ok(buffer.freeze()), (stream, false)))
-    })
+        // The first request starts at once, each next one 100 ms later.
+        assert_eq!(start.elapsed(), Duration::from_millis(400));
+    }
 }

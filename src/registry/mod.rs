@@ -10,6 +10,7 @@ pub mod copy;
 pub mod error;
 pub mod fake;
 pub mod manifest;
+mod upload;
 
 use std::future::Future;
 

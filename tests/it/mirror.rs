@@ -387,3 +387,20 @@ fn bearer_token_upstream_with_a_credential_helper() {
     let copied = rt().block_on(Pusher::new(&mirror.host, None, None).digest("mirror/vendor/app", "1.0"));
     assert_eq!(copied, Some(digest));
 }
+
+/// Regression: one image that cannot be copied does not stop the others, and says why.
+#[test]
+fn one_failing_image_does_not_stop_the_pass() {
+    let world = World::new();
+    let digest = rt().block_on(world.up().image("good", Some("1.0"), &[layer(90, 1024)], "linux/amd64")).0;
+    let missing = format!("sha256:{}", "0".repeat(64));
+    world.desired(&format!(
+        "  images:\n    - source: UP/gone@{missing}\n      tag: pinned\n    - source: UP/good\n      tags: [\"1.0\"]\n"
+    ));
+    let (code, applied) = world.apply();
+    assert_eq!(code, 2, "{applied:#}");
+    assert_eq!((applied["totals"]["done"].as_u64(), applied["totals"]["failed"].as_u64()), (Some(1), Some(1)));
+    let failure = applied["outcomes"].as_array().unwrap().iter().find(|o| o["outcome"] == "failed").unwrap();
+    assert!(failure["error"].as_str().unwrap().contains("no longer has this manifest"), "{failure:#}");
+    assert_eq!(rt().block_on(world.mir().digest("mirror/good", "1.0")), Some(digest));
+}

@@ -1,0 +1,378 @@
+//! Blob uploads and manifest deletes over plain HTTP, for what oci-client cannot do: send a
+//! blob as one streamed request (its streaming push sends one PATCH per network read) and
+//! delete a manifest. Authentication follows the registry's challenge: basic credentials, or
+//! a bearer token fetched from the realm the `WWW-Authenticate` header names.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+
+use super::auth::Credential;
+use super::error::{ErrorKind, RegistryError};
+use crate::desired::{Digest, Repository};
+
+/// Tokens by (registry host, scope), with when they stop being valid.
+type Tokens = Mutex<HashMap<(String, String), (String, Instant)>>;
+
+pub struct Http {
+    client: reqwest::Client,
+    tokens: Tokens,
+    /// For a request without a body; one with a body gets a second more per MB.
+    timeout: Duration,
+}
+
+/// The slowest transfer rate tolerated before an upload counts as stalled.
+const MIN_BYTES_PER_SECOND: u64 = 1_000_000;
+
+/// Where and how to reach one repository.
+pub struct Target<'a> {
+    pub repository: &'a Repository,
+    pub insecure: bool,
+    pub credential: &'a Credential,
+}
+
+impl Target<'_> {
+    fn url(&self, path: &str) -> String {
+        let scheme = if self.insecure { "http" } else { "https" };
+        format!("{scheme}://{}/v2/{}/{path}", self.repository.host, self.repository.path)
+    }
+}
+
+impl Http {
+    pub fn new(client: reqwest::Client, timeout: Duration) -> Http {
+        Http { client, tokens: Mutex::new(HashMap::new()), timeout }
+    }
+
+    fn timeout_for(&self, bytes: u64) -> Duration {
+        self.timeout + Duration::from_secs(bytes / MIN_BYTES_PER_SECOND)
+    }
+
+    /// Sends a request built by `build`, answering an authentication challenge once.
+    async fn send(
+        &self,
+        target: &Target<'_>,
+        scope: &str,
+        operation: &str,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
+        let key = (target.repository.host.clone(), scope.to_string());
+        let cached =
+            self.tokens.lock().expect("token lock").get(&key).filter(|(_, until)| *until > Instant::now()).cloned();
+        let first = self
+            .authorize(build(&self.client), target.credential, cached.as_ref().map(|(t, _)| t.as_str()))
+            .timeout(self.timeout);
+        let response = first.send().await.map_err(|e| transport(operation, &target.repository.host, &e))?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let challenge = response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let token = if challenge.to_ascii_lowercase().starts_with("bearer") {
+            Some(self.fetch_token(&challenge, scope, target, operation).await?)
+        } else {
+            None
+        };
+        if let Some((token, until)) = &token {
+            self.tokens.lock().expect("token lock").insert(key, (token.clone(), *until));
+        }
+        let retry = self
+            .authorize(build(&self.client), target.credential, token.as_ref().map(|(t, _)| t.as_str()))
+            .timeout(self.timeout);
+        let response = retry.send().await.map_err(|e| transport(operation, &target.repository.host, &e))?;
+        if response.status() == StatusCode::UNAUTHORIZED || response.status() == StatusCode::FORBIDDEN {
+            return Err(refused(operation, &target.repository.host));
+        }
+        Ok(response)
+    }
+
+    fn authorize(&self, request: RequestBuilder, credential: &Credential, token: Option<&str>) -> RequestBuilder {
+        match (token, credential) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, Credential::Basic { username, password }) => request.basic_auth(username, Some(password)),
+            _ => request,
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        challenge: &str,
+        scope: &str,
+        target: &Target<'_>,
+        operation: &str,
+    ) -> Result<(String, Instant), RegistryError> {
+        let params = challenge_params(challenge);
+        let realm = params.get("realm").ok_or_else(|| {
+            RegistryError::new(
+                ErrorKind::Permanent,
+                operation,
+                format!("{} sent a bearer challenge without realm", target.repository.host),
+            )
+        })?;
+        let mut request = self.client.get(realm.as_str()).timeout(self.timeout).query(&[("scope", scope)]);
+        if let Some(service) = params.get("service") {
+            request = request.query(&[("service", service.as_str())]);
+        }
+        request = match target.credential {
+            Credential::Basic { username, password } => request.basic_auth(username, Some(password)),
+            Credential::IdentityToken(t) => request.basic_auth("<token>", Some(t)),
+            Credential::Anonymous => request,
+        };
+        let response = request.send().await.map_err(|e| transport(operation, &target.repository.host, &e))?;
+        if !response.status().is_success() {
+            return Err(refused(operation, &target.repository.host));
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenAnswer {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let answer: TokenAnswer = response.json().await.map_err(|_| {
+            RegistryError::new(
+                ErrorKind::Permanent,
+                operation,
+                format!("the token service of {} sent no token", target.repository.host),
+            )
+        })?;
+        let token = answer.token.or(answer.access_token).ok_or_else(|| {
+            RegistryError::new(
+                ErrorKind::Permanent,
+                operation,
+                format!("the token service of {} sent no token", target.repository.host),
+            )
+        })?;
+        // Renew a little before the service says it expires (60 s when it does not say).
+        let life = Duration::from_secs(answer.expires_in.unwrap_or(60)).saturating_sub(Duration::from_secs(5));
+        Ok((token, Instant::now() + life))
+    }
+
+    /// Uploads a blob streamed from `body`, never holding it in memory: POST opens the
+    /// upload; a blob up to `chunk` bytes goes in one PUT with its digest; a larger one in
+    /// PATCH requests of `chunk` bytes each, then a PUT with the digest, which the registry
+    /// verifies.
+    pub async fn upload_blob<S>(
+        &self,
+        target: &Target<'_>,
+        digest: &Digest,
+        size: u64,
+        body: S,
+        chunk: u64,
+    ) -> Result<(), RegistryError>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    {
+        let operation = format!("uploading blob {digest} to {}", target.repository);
+        let scope = format!("repository:{}:pull,push", target.repository.path);
+        let start = self.send(target, &scope, &operation, |c| c.post(target.url("blobs/uploads/"))).await?;
+        if start.status() != StatusCode::ACCEPTED {
+            return Err(status_error(&operation, &target.repository.host, start).await);
+        }
+        let location =
+            start.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()).ok_or_else(|| {
+                RegistryError::new(ErrorKind::Permanent, &operation, "the registry opened an upload without a Location")
+            })?;
+        let base = reqwest::Url::parse(&target.url("blobs/uploads/"))
+            .map_err(|e| RegistryError::new(ErrorKind::Permanent, &operation, format!("bad upload location: {e}")))?;
+        let mut url = base
+            .join(location)
+            .map_err(|e| RegistryError::new(ErrorKind::Permanent, &operation, format!("bad upload location: {e}")))?;
+        // A body can be sent only once, so no challenge may interrupt it: the token obtained
+        // for the POST (same scope) is used directly.
+        let key = (target.repository.host.clone(), scope.clone());
+        let token = self.tokens.lock().expect("token lock").get(&key).map(|(t, _)| t.clone());
+        let request = |method: Method, url: reqwest::Url| {
+            self.authorize(self.client.request(method, url), target.credential, token.as_deref())
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        };
+        let mut last = None;
+        if size > chunk {
+            let source = Arc::new(tokio::sync::Mutex::new(Source { stream: Box::pin(body), leftover: None }));
+            let mut offset = 0u64;
+            while offset < size {
+                let n = chunk.min(size - offset);
+                let patch = request(Method::PATCH, url.clone())
+                    .header(reqwest::header::CONTENT_RANGE, format!("{offset}-{}", offset + n - 1))
+                    .header(reqwest::header::CONTENT_LENGTH, n)
+                    .timeout(self.timeout_for(n))
+                    .body(reqwest::Body::wrap_stream(take(source.clone(), n)));
+                let response = patch.send().await.map_err(|e| transport(&operation, &target.repository.host, &e))?;
+                if response.status() != StatusCode::ACCEPTED {
+                    return Err(status_error(&operation, &target.repository.host, response).await);
+                }
+                let next = response.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok());
+                if let Some(next) = next {
+                    url = base.join(next).map_err(|e| {
+                        RegistryError::new(ErrorKind::Permanent, &operation, format!("bad upload location: {e}"))
+                    })?;
+                }
+                offset += n;
+            }
+        } else {
+            last = Some(body);
+        }
+        url.query_pairs_mut().append_pair("digest", digest.as_str());
+        let put = match last {
+            Some(body) => request(Method::PUT, url)
+                .header(reqwest::header::CONTENT_LENGTH, size)
+                .timeout(self.timeout_for(size))
+                .body(reqwest::Body::wrap_stream(body)),
+            None => request(Method::PUT, url).header(reqwest::header::CONTENT_LENGTH, 0).timeout(self.timeout),
+        };
+        let done = put.send().await.map_err(|e| transport(&operation, &target.repository.host, &e))?;
+        if done.status() != StatusCode::CREATED {
+            return Err(status_error(&operation, &target.repository.host, done).await);
+        }
+        Ok(())
+    }
+
+    /// Deletes a manifest by digest; Distribution removes every tag pointing at it.
+    pub async fn delete_manifest(&self, target: &Target<'_>, digest: &Digest) -> Result<(), RegistryError> {
+        let operation = format!("deleting {}@{digest}", target.repository);
+        let scope = format!("repository:{}:delete", target.repository.path);
+        let url = target.url(&format!("manifests/{digest}"));
+        let response = self.send(target, &scope, &operation, |c| c.request(Method::DELETE, &url)).await?;
+        match response.status().as_u16() {
+            200..=299 | 404 => Ok(()),
+            405 => Err(RegistryError::new(
+                ErrorKind::Permanent,
+                operation,
+                format!(
+                    "{} does not allow deletes (Distribution needs storage.delete.enabled: true)",
+                    target.repository.host
+                ),
+            )),
+            _ => Err(status_error(&operation, &target.repository.host, response).await),
+        }
+    }
+}
+
+/// A download shared by the PATCH requests of a chunked upload.
+struct Source<S> {
+    stream: std::pin::Pin<Box<S>>,
+    /// Bytes read past the end of the previous chunk.
+    leftover: Option<Bytes>,
+}
+
+/// The next `n` bytes of `source`, as a stream for one request body.
+fn take<S>(
+    source: Arc<tokio::sync::Mutex<Source<S>>>,
+    n: u64,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+{
+    futures_util::stream::unfold((source, n), |(source, remaining)| async move {
+        if remaining == 0 {
+            return None;
+        }
+        let mut guard = source.lock().await;
+        let bytes = match guard.leftover.take() {
+            Some(b) => b,
+            None => match guard.stream.next().await {
+                Some(Ok(b)) => b,
+                Some(Err(e)) => return Some((Err(e), (source.clone(), 0))),
+                None => {
+                    let e = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the blob ended early");
+                    return Some((Err(e), (source.clone(), 0)));
+                }
+            },
+        };
+        let take = remaining.min(bytes.len() as u64) as usize;
+        let mut head = bytes;
+        let tail = head.split_off(take);
+        if !tail.is_empty() {
+            guard.leftover = Some(tail);
+        }
+        drop(guard);
+        Some((Ok(head), (source, remaining - take as u64)))
+    })
+}
+
+/// `Bearer realm="https://auth.example/token",service="registry.example"` → its parameters.
+fn challenge_params(challenge: &str) -> HashMap<String, String> {
+    let rest = challenge.split_once(' ').map_or("", |(_, r)| r);
+    let mut params = HashMap::new();
+    let mut remaining = rest.trim();
+    while let Some((key, after)) = remaining.split_once('=') {
+        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"').unwrap_or(quoted.len());
+            (&quoted[..end], quoted.get(end + 1..).unwrap_or(""))
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        params.insert(key, value.to_string());
+        remaining = next.trim_start_matches(',').trim();
+    }
+    params
+}
+
+fn transport(operation: &str, host: &str, e: &reqwest::Error) -> RegistryError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "the connection failed"
+    };
+    RegistryError::new(ErrorKind::Transient, operation, format!("{what} talking to {host}"))
+}
+
+fn refused(operation: &str, host: &str) -> RegistryError {
+    RegistryError::new(
+        ErrorKind::Unauthorized,
+        operation,
+        format!("{host} refused the credentials: check the Registry's credentials for this host"),
+    )
+}
+
+/// An error for an unexpected status; 429 and 5xx are transient, and a `Retry-After` the
+/// registry sent is kept for the caller's backoff.
+async fn status_error(operation: &str, host: &str, response: Response) -> RegistryError {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = response.text().await.unwrap_or_default();
+    let detail = body.lines().next().unwrap_or_default().chars().take(200).collect::<String>();
+    let kind = match status {
+        404 => ErrorKind::NotFound,
+        401 | 403 => ErrorKind::Unauthorized,
+        408 | 429 | 500..=599 => ErrorKind::Transient,
+        _ => ErrorKind::Permanent,
+    };
+    let mut message = format!("{host} answered HTTP {status}");
+    if !detail.is_empty() {
+        message.push_str(&format!(": {detail}"));
+    }
+    if let Some(seconds) = retry_after {
+        message.push_str(&format!(" (retry after {seconds} s)"));
+    }
+    RegistryError::new(kind, operation, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_challenges() {
+        let p = challenge_params(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(p["realm"], "https://auth.example/token");
+        assert_eq!(p["service"], "registry.example");
+        assert_eq!(p["scope"], "repository:a/b:pull,push");
+    }
+}
