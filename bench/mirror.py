@@ -156,13 +156,16 @@ def push_index(host, repo, tag, per_platform_layers):
 
 def timed(command, env=None):
     """(wall seconds, peak RSS MiB) of a command, which must succeed."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        sys.exit(f"{command[0]} failed ({code}): {proc.stderr.read().decode()[-2000:]}")
+    # stderr to a file: a pipe nobody reads fills up and blocks a chatty tool.
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            err.seek(0)
+            sys.exit(f"{command[0]} failed ({code}): {err.read().decode()[-2000:]}")
     return wall, usage.ru_maxrss / 1024
 
 

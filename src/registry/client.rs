@@ -246,10 +246,8 @@ impl RegistryClient {
                 return Err(error);
             }
             attempt += 1;
-            let delay = self.options.backoff * 2u32.pow(attempt - 1);
-            let jitter = delay.mul_f64(fastrand::f64() * 0.5);
             tracing::debug!(operation = %operation(), attempt, error = %error.message, "retrying");
-            tokio::time::sleep(delay + jitter).await;
+            tokio::time::sleep(error.backoff(self.options.backoff, attempt)).await;
         }
     }
 
@@ -411,11 +409,17 @@ impl RegistryClient {
             let result = async {
                 let _source_permit = source_host.permits.acquire().await.expect("open semaphore");
                 source_host.pace().await;
-                let stream = self
+                // Asked as the range `0-`, so oci-client does not hash every byte on the way
+                // through: the target registry verifies the digest of what it receives, so
+                // a corrupt download is still refused, and a core is left for copying.
+                let stream = match self
                     .oci
-                    .pull_blob_stream(&from, digest.as_str())
+                    .pull_blob_stream_partial(&from, digest.as_str(), 0, None)
                     .await
-                    .map_err(|e| RegistryError::from_oci(operation(), &source.host, e))?;
+                    .map_err(|e| RegistryError::from_oci(operation(), &source.host, e))?
+                {
+                    oci_client::client::BlobResponse::Full(s) | oci_client::client::BlobResponse::Partial(s) => s,
+                };
                 let length = stream.content_length.filter(|l| *l > 0).unwrap_or(size);
                 let _target_permit = target_host.permits.acquire().await.expect("open semaphore");
                 target_host.pace().await;
@@ -427,7 +431,7 @@ impl RegistryClient {
                 Err(e) if e.kind == ErrorKind::Transient && attempt < self.options.retries => {
                     attempt += 1;
                     tracing::debug!(operation = %operation(), attempt, error = %e.message, "retrying");
-                    tokio::time::sleep(self.options.backoff * 2u32.pow(attempt - 1)).await;
+                    tokio::time::sleep(e.backoff(self.options.backoff, attempt)).await;
                 }
                 Err(e) => return Err(e),
             }

@@ -34,6 +34,8 @@ pub struct RegistryError {
     /// `HEAD manifest registry.example/app:1.2`
     pub operation: String,
     pub message: String,
+    /// How long the registry asked to wait (`Retry-After`), when it said.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl fmt::Display for RegistryError {
@@ -44,7 +46,15 @@ impl fmt::Display for RegistryError {
 
 impl RegistryError {
     pub fn new(kind: ErrorKind, operation: impl Into<String>, message: impl Into<String>) -> Self {
-        RegistryError { kind, operation: operation.into(), message: message.into() }
+        RegistryError { kind, operation: operation.into(), message: message.into(), retry_after: None }
+    }
+
+    /// The wait before retry number `attempt` (1-based): exponential from `base` with up to
+    /// 50 % jitter, and never shorter than a `Retry-After` the registry sent.
+    pub fn backoff(&self, base: std::time::Duration, attempt: u32) -> std::time::Duration {
+        let delay = base * 2u32.saturating_pow(attempt.saturating_sub(1));
+        let jittered = delay + delay.mul_f64(fastrand::f64() * 0.5);
+        jittered.max(self.retry_after.unwrap_or_default())
     }
 
     /// Classifies an oci-client error. The message is rewritten without URLs' query strings
@@ -123,4 +133,22 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     }
     // reqwest errors carry the URL; keep the words, not a URL with possible query parameters.
     innermost.split(" for url (").next().unwrap_or_default().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_honours_retry_after() {
+        let e = RegistryError::new(ErrorKind::Transient, "op", "busy");
+        for attempt in 1..=4 {
+            let base = Duration::from_millis(100) * 2u32.pow(attempt - 1);
+            let d = e.backoff(Duration::from_millis(100), attempt);
+            assert!(d >= base && d <= base.mul_f64(1.5), "attempt {attempt}: {d:?}");
+        }
+        let told = RegistryError { retry_after: Some(Duration::from_secs(3)), ..e };
+        assert_eq!(told.backoff(Duration::from_millis(100), 1), Duration::from_secs(3));
+    }
 }

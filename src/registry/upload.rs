@@ -359,7 +359,7 @@ async fn status_error(operation: &str, host: &str, response: Response) -> Regist
     if let Some(seconds) = retry_after {
         message.push_str(&format!(" (retry after {seconds} s)"));
     }
-    RegistryError::new(kind, operation, message)
+    RegistryError { retry_after: retry_after.map(Duration::from_secs), ..RegistryError::new(kind, operation, message) }
 }
 
 #[cfg(test)]
