@@ -200,7 +200,7 @@ impl RegistryClient {
             &host,
             || what.clone(),
             Some(self.options.timeout),
-            || self.oci.auth(reference, &credential, operation),
+            || async { self.oci.auth(reference, &credential, operation).await.map_err(Failure::from) },
         )
         .await?;
         self.authenticated.lock().expect("auth lock").insert(key);
@@ -218,7 +218,7 @@ impl RegistryClient {
     ) -> Result<T, RegistryError>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, OciDistributionError>>,
+        Fut: Future<Output = Result<T, Failure>>,
     {
         let mut attempt = 0;
         loop {
@@ -231,7 +231,8 @@ impl RegistryClient {
             drop(permit);
             let error = match outcome {
                 Some(Ok(value)) => return Ok(value),
-                Some(Err(e)) => RegistryError::from_oci(operation(), &host.name, e),
+                Some(Err(Failure::Oci(e))) => RegistryError::from_oci(operation(), &host.name, e),
+                Some(Err(Failure::Registry(e))) => e,
                 None => RegistryError::new(
                     ErrorKind::Transient,
                     operation(),
@@ -251,8 +252,10 @@ impl RegistryClient {
         }
     }
 
-    async fn credential_for(&self, host: &str) -> Result<oci_client::secrets::RegistryAuth, RegistryError> {
-        Ok(self.credential(&self.host(host)).await?.to_oci())
+    /// Where and how Lifeboat's own requests reach `repository`.
+    fn http_target<'a>(&self, repository: &'a Repository, credential: &'a Credential) -> super::upload::Target<'a> {
+        let host = self.host(&repository.host);
+        super::upload::Target { repository, insecure: host.settings.insecure, credential }
     }
 
     /// The digest `reference` (a tag or a digest) points at, or `None` when it does not exist.
@@ -261,22 +264,16 @@ impl RegistryClient {
         repository: &Repository,
         reference: &str,
     ) -> Result<Option<Digest>, RegistryError> {
-        let image = oci_reference(repository, reference);
-        let auth = self.credential_for(&repository.host).await?;
         let host = self.host(&repository.host);
-        let found = self
-            .run(
-                &host,
-                || format!("looking up {image}"),
-                Some(self.options.timeout),
-                || self.oci.fetch_manifest_digest(&image, &auth),
-            )
-            .await;
-        match found {
-            Ok(digest) => parse_digest(&digest, &image).map(Some),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        let credential = self.credential(&host).await?;
+        let target = self.http_target(repository, &credential);
+        self.run(
+            &host,
+            || format!("looking up {repository}:{reference}"),
+            None,
+            || async { self.http.manifest_digest(&target, reference).await.map_err(Failure::from) },
+        )
+        .await
     }
 
     /// The manifest bytes at `reference`, verified against their digest, or `None`.
@@ -285,27 +282,24 @@ impl RegistryClient {
         repository: &Repository,
         reference: &str,
     ) -> Result<Option<(Bytes, Digest)>, RegistryError> {
-        let image = oci_reference(repository, reference);
-        let auth = self.credential_for(&repository.host).await?;
         let host = self.host(&repository.host);
+        let credential = self.credential(&host).await?;
+        let target = self.http_target(repository, &credential);
         let found = self
             .run(
                 &host,
-                || format!("reading manifest {image}"),
-                Some(self.options.timeout),
-                || self.oci.pull_manifest_raw(&image, &auth, super::manifest::ACCEPTED),
+                || format!("reading manifest {repository}:{reference}"),
+                None,
+                || async { self.http.manifest(&target, reference).await.map_err(Failure::from) },
             )
-            .await;
-        let (bytes, _) = match found {
-            Ok(v) => v,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
+            .await?;
+        let Some((bytes, digest)) = found else {
+            return Ok(None);
         };
-        let digest = super::manifest::sha256(&bytes);
         if reference.contains(':') && reference != digest.as_str() {
             return Err(RegistryError::new(
                 ErrorKind::Permanent,
-                format!("reading manifest {image}"),
+                format!("reading manifest {repository}@{reference}"),
                 format!("{} sent content whose digest is {digest}", repository.host),
             ));
         }
@@ -314,33 +308,16 @@ impl RegistryClient {
 
     /// Every tag of a repository, following pagination; an absent repository has none.
     pub async fn list_tags(&self, repository: &Repository) -> Result<Vec<String>, RegistryError> {
-        const PAGE: usize = 1000;
-        let image = oci_reference(repository, "latest");
-        let auth = self.credential_for(&repository.host).await?;
         let host = self.host(&repository.host);
-        let mut tags: Vec<String> = Vec::new();
-        loop {
-            let last = tags.last().cloned();
-            let page = self
-                .run(
-                    &host,
-                    || format!("listing tags of {repository}"),
-                    Some(self.options.timeout),
-                    || self.oci.list_tags(&image, &auth, Some(PAGE), last.as_deref()),
-                )
-                .await;
-            let page = match page {
-                Ok(p) => p.tags,
-                Err(e) if e.is_not_found() => return Ok(Vec::new()),
-                Err(e) => return Err(e),
-            };
-            let full = page.len() >= PAGE;
-            let before = tags.len();
-            tags.extend(page.into_iter().filter(|t| Some(t) != last.as_ref()));
-            if !full || tags.len() == before {
-                return Ok(tags);
-            }
-        }
+        let credential = self.credential(&host).await?;
+        let target = self.http_target(repository, &credential);
+        self.run(
+            &host,
+            || format!("listing tags of {repository}"),
+            None,
+            || async { self.http.list_tags(&target).await.map_err(Failure::from) },
+        )
+        .await
     }
 
     pub async fn blob_exists(&self, repository: &Repository, digest: &Digest) -> Result<bool, RegistryError> {
@@ -351,7 +328,7 @@ impl RegistryClient {
             &host,
             || format!("checking blob {digest} in {repository}"),
             Some(self.options.timeout),
-            || self.oci.blob_exists(&image, digest.as_str()),
+            || async { self.oci.blob_exists(&image, digest.as_str()).await.map_err(Failure::from) },
         )
         .await
     }
@@ -373,7 +350,7 @@ impl RegistryClient {
                 &host,
                 || format!("mounting blob {digest} into {target}"),
                 Some(self.options.timeout),
-                || self.oci.mount_blob(&image, &source, digest.as_str()),
+                || async { self.oci.mount_blob(&image, &source, digest.as_str()).await.map_err(Failure::from) },
             )
             .await;
         match mounted {
@@ -460,7 +437,9 @@ impl RegistryClient {
             &host,
             || format!("pushing manifest {image}"),
             Some(self.options.timeout),
-            || self.oci.push_manifest_raw(&image, bytes.clone(), content_type.clone()),
+            || async {
+                self.oci.push_manifest_raw(&image, bytes.clone(), content_type.clone()).await.map_err(Failure::from)
+            },
         )
         .await
         .map(|_| ())
@@ -477,6 +456,24 @@ impl RegistryClient {
     }
 }
 
+/// A failed request, from oci-client or from Lifeboat's own requests.
+enum Failure {
+    Oci(OciDistributionError),
+    Registry(RegistryError),
+}
+
+impl From<OciDistributionError> for Failure {
+    fn from(e: OciDistributionError) -> Self {
+        Failure::Oci(e)
+    }
+}
+
+impl From<RegistryError> for Failure {
+    fn from(e: RegistryError) -> Self {
+        Failure::Registry(e)
+    }
+}
+
 /// An oci-client reference: a tag, or a digest when `reference` contains `:`.
 pub fn oci_reference(repository: &Repository, reference: &str) -> Reference {
     if reference.contains(':') {
@@ -484,10 +481,6 @@ pub fn oci_reference(repository: &Repository, reference: &str) -> Reference {
     } else {
         Reference::with_tag(repository.host.clone(), repository.path.clone(), reference.to_string())
     }
-}
-
-fn parse_digest(text: &str, image: &Reference) -> Result<Digest, RegistryError> {
-    text.parse().map_err(|e: String| RegistryError::new(ErrorKind::Permanent, format!("looking up {image}"), e))
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
-//! Blob uploads and manifest deletes over plain HTTP, for what oci-client cannot do: send a
-//! blob as one streamed request (its streaming push sends one PATCH per network read) and
-//! delete a manifest. Authentication follows the registry's challenge: basic credentials, or
-//! a bearer token fetched from the realm the `WWW-Authenticate` header names.
+//! The registry requests Lifeboat sends itself, for what oci-client 0.17 cannot do: read a
+//! `Retry-After` (it discards response headers) on the high-volume lookups — manifest HEAD
+//! and GET, tag pages (following `Link` pagination) — send a blob as one streamed request
+//! (its streaming push sends one PATCH per network read), and delete a manifest.
+//! Authentication follows the registry's challenge: basic credentials, or a bearer token
+//! fetched from the realm the `WWW-Authenticate` header names.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,6 +49,15 @@ impl Http {
         Http { client, tokens: Mutex::new(HashMap::new()), timeout }
     }
 
+    /// A transport error of a request without body, naming the time limit it broke.
+    fn transport(&self, operation: &str, host: &str, e: &reqwest::Error) -> RegistryError {
+        let mut error = transport(operation, host, e);
+        if e.is_timeout() {
+            error.message = format!("{host} did not answer within {}", humantime::format_duration(self.timeout));
+        }
+        error
+    }
+
     fn timeout_for(&self, bytes: u64) -> Duration {
         self.timeout + Duration::from_secs(bytes / MIN_BYTES_PER_SECOND)
     }
@@ -65,7 +76,7 @@ impl Http {
         let first = self
             .authorize(build(&self.client), target.credential, cached.as_ref().map(|(t, _)| t.as_str()))
             .timeout(self.timeout);
-        let response = first.send().await.map_err(|e| transport(operation, &target.repository.host, &e))?;
+        let response = first.send().await.map_err(|e| self.transport(operation, &target.repository.host, &e))?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
@@ -86,7 +97,7 @@ impl Http {
         let retry = self
             .authorize(build(&self.client), target.credential, token.as_ref().map(|(t, _)| t.as_str()))
             .timeout(self.timeout);
-        let response = retry.send().await.map_err(|e| transport(operation, &target.repository.host, &e))?;
+        let response = retry.send().await.map_err(|e| self.transport(operation, &target.repository.host, &e))?;
         if response.status() == StatusCode::UNAUTHORIZED || response.status() == StatusCode::FORBIDDEN {
             return Err(refused(operation, &target.repository.host));
         }
@@ -233,6 +244,87 @@ impl Http {
         Ok(())
     }
 
+    /// The digest under `reference` (tag or digest), or `None` when it does not exist.
+    pub async fn manifest_digest(&self, target: &Target<'_>, reference: &str) -> Result<Option<Digest>, RegistryError> {
+        let operation = format!("looking up {}:{reference}", target.repository);
+        let scope = format!("repository:{}:pull", target.repository.path);
+        let url = target.url(&format!("manifests/{reference}"));
+        let accept = ACCEPTED_MANIFESTS.join(", ");
+        let response =
+            self.send(target, &scope, &operation, |c| c.head(&url).header(reqwest::header::ACCEPT, &accept)).await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => return Ok(None),
+            s if s.is_success() => {}
+            _ => return Err(status_error(&operation, &target.repository.host, response).await),
+        }
+        let header = response.headers().get("Docker-Content-Digest").and_then(|v| v.to_str().ok()).map(str::to_string);
+        match header {
+            Some(d) => d.parse().map(Some).map_err(|e: String| RegistryError::new(ErrorKind::Permanent, operation, e)),
+            // Without the header the digest is the hash of the manifest itself.
+            None => Ok(self.manifest(target, reference).await?.map(|(_, d)| d)),
+        }
+    }
+
+    /// The manifest bytes under `reference` and their digest, or `None`.
+    pub async fn manifest(
+        &self,
+        target: &Target<'_>,
+        reference: &str,
+    ) -> Result<Option<(Bytes, Digest)>, RegistryError> {
+        let operation = format!("reading manifest {}:{reference}", target.repository);
+        let scope = format!("repository:{}:pull", target.repository.path);
+        let url = target.url(&format!("manifests/{reference}"));
+        let accept = ACCEPTED_MANIFESTS.join(", ");
+        let response =
+            self.send(target, &scope, &operation, |c| c.get(&url).header(reqwest::header::ACCEPT, &accept)).await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => return Ok(None),
+            s if s.is_success() => {}
+            _ => return Err(status_error(&operation, &target.repository.host, response).await),
+        }
+        let bytes = response.bytes().await.map_err(|e| transport(&operation, &target.repository.host, &e))?;
+        let digest = super::manifest::sha256(&bytes);
+        Ok(Some((bytes, digest)))
+    }
+
+    /// Every tag of a repository, following `Link` pagination; none when it does not exist.
+    pub async fn list_tags(&self, target: &Target<'_>) -> Result<Vec<String>, RegistryError> {
+        let operation = format!("listing tags of {}", target.repository);
+        let scope = format!("repository:{}:pull", target.repository.path);
+        let base = reqwest::Url::parse(&target.url("tags/list"))
+            .map_err(|e| RegistryError::new(ErrorKind::Permanent, &operation, e.to_string()))?;
+        let mut next = Some(format!("{base}?n=1000"));
+        let mut tags = Vec::new();
+        #[derive(serde::Deserialize)]
+        struct Page {
+            tags: Option<Vec<String>>,
+        }
+        while let Some(url) = next.take() {
+            let response = self.send(target, &scope, &operation, |c| c.get(&url)).await?;
+            match response.status() {
+                StatusCode::NOT_FOUND => return Ok(Vec::new()),
+                s if s.is_success() => {}
+                _ => return Err(status_error(&operation, &target.repository.host, response).await),
+            }
+            next = response
+                .headers()
+                .get(reqwest::header::LINK)
+                .and_then(|l| l.to_str().ok())
+                .and_then(next_link)
+                .and_then(|link| base.join(&link).ok())
+                .map(|u| u.to_string());
+            let page: Page = response.json().await.map_err(|_| {
+                RegistryError::new(
+                    ErrorKind::Permanent,
+                    &operation,
+                    format!("{} sent a tag list that is not JSON", target.repository.host),
+                )
+            })?;
+            tags.extend(page.tags.unwrap_or_default());
+        }
+        Ok(tags)
+    }
+
     /// Deletes a manifest by digest; Distribution removes every tag pointing at it.
     pub async fn delete_manifest(&self, target: &Target<'_>, digest: &Digest) -> Result<(), RegistryError> {
         let operation = format!("deleting {}@{digest}", target.repository);
@@ -252,6 +344,17 @@ impl Http {
             _ => Err(status_error(&operation, &target.repository.host, response).await),
         }
     }
+}
+
+const ACCEPTED_MANIFESTS: &[&str] = super::manifest::ACCEPTED;
+
+/// The target of `Link: </v2/x/tags/list?last=a&n=1000>; rel="next"`.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find(|part| part.contains("rel=\"next\"")).and_then(|part| {
+        let start = part.find('<')? + 1;
+        let end = part.find('>')?;
+        Some(part[start..end].to_string())
+    })
 }
 
 /// A download shared by the PATCH requests of a chunked upload.
@@ -365,6 +468,15 @@ async fn status_error(operation: &str, host: &str, response: Response) -> Regist
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn follows_link_pagination() {
+        assert_eq!(
+            next_link(r#"</v2/a/tags/list?last=t0999&n=1000>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?last=t0999&n=1000")
+        );
+        assert_eq!(next_link(r#"<https://x/y>; rel="prev""#), None);
+    }
 
     #[test]
     fn parses_bearer_challenges() {

@@ -343,6 +343,17 @@ fn transient_upstream_errors_are_retried_then_unknown() {
     let notes = applied["plan"]["notes"].to_string();
     assert!(notes.contains("429"), "{notes}");
     assert_eq!(change_count(&applied["plan"]), 0, "nothing is done on the strength of a 429");
+    // The proxy said `Retry-After: 1`: a retry of the same request waited at least that long.
+    let log = throttled.log.lock().unwrap().clone();
+    let mut by_request: std::collections::BTreeMap<String, Vec<std::time::Instant>> = Default::default();
+    for (at, line) in log {
+        by_request.entry(line).or_default().push(at);
+    }
+    let retried: Vec<_> = by_request.values().filter(|times| times.len() > 1).collect();
+    assert!(!retried.is_empty(), "{by_request:?}");
+    for times in retried {
+        assert!(times[1] - times[0] >= std::time::Duration::from_millis(950), "{times:?}");
+    }
 }
 
 /// A token-auth upstream (the Docker Hub and Harbor flow) and a credential helper for it.

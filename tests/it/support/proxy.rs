@@ -11,6 +11,8 @@ pub struct FaultProxy {
     pub host: String,
     /// Requests answered with the injected failure.
     pub injected: Arc<AtomicUsize>,
+    /// When each injected failure was sent, and for which request line.
+    pub log: Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
 }
 
 impl FaultProxy {
@@ -21,18 +23,27 @@ impl FaultProxy {
         let host = listener.local_addr().unwrap().to_string();
         let failures_left = Arc::new(AtomicUsize::new(failures));
         let injected = Arc::new(AtomicUsize::new(0));
-        let (left, count, upstream) = (failures_left.clone(), injected.clone(), upstream.to_string());
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (left, count, upstream, record) =
+            (failures_left.clone(), injected.clone(), upstream.to_string(), log.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().map_while(Result::ok) {
-                let (left, count, upstream) = (left.clone(), count.clone(), upstream.clone());
-                std::thread::spawn(move || serve(client, &upstream, &left, &count, status));
+                let (left, count, upstream, record) = (left.clone(), count.clone(), upstream.clone(), record.clone());
+                std::thread::spawn(move || serve(client, &upstream, &left, &count, &record, status));
             }
         });
-        FaultProxy { host, injected }
+        FaultProxy { host, injected, log }
     }
 }
 
-fn serve(client: TcpStream, upstream: &str, left: &AtomicUsize, count: &AtomicUsize, status: u16) {
+fn serve(
+    client: TcpStream,
+    upstream: &str,
+    left: &AtomicUsize,
+    count: &AtomicUsize,
+    record: &std::sync::Mutex<Vec<(std::time::Instant, String)>>,
+    status: u16,
+) {
     let mut reader = BufReader::new(client.try_clone().unwrap());
     // Read the request head; bodies only come with uploads, which are forwarded whole.
     let mut head = Vec::new();
@@ -49,6 +60,8 @@ fn serve(client: TcpStream, upstream: &str, left: &AtomicUsize, count: &AtomicUs
     let inject = left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
     if inject {
         count.fetch_add(1, Ordering::SeqCst);
+        let line = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_string();
+        record.lock().unwrap().push((std::time::Instant::now(), line));
         let reason = if status == 429 { "Too Many Requests\r\nRetry-After: 1" } else { "Service Unavailable" };
         let mut client = client;
         let _ = write!(client, "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
