@@ -12,12 +12,13 @@ Usage: bench/diff.py [--images N] [--runs R]
 import argparse
 import hashlib
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from measure import timed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = "apiVersion: lifeboat.dev/v1alpha1\n"
@@ -80,16 +81,10 @@ def git(repo, *args):
     )
 
 
-def timed(command, runs):
+def timed_runs(command, runs):
     """Median wall seconds over `runs`, and the peak RSS in MiB of any single run."""
-    walls, peak = [], 0
-    for _ in range(runs):
-        start = time.perf_counter()
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, _, usage = os.wait4(proc.pid, 0)
-        walls.append(time.perf_counter() - start)
-        peak = max(peak, usage.ru_maxrss / 1024)
-    return statistics.median(walls), peak
+    results = [timed(command, ok=(0, 1)) for _ in range(runs)]
+    return statistics.median(w for w, _ in results), max(r for _, r in results)
 
 
 def main():
@@ -120,8 +115,8 @@ def main():
 
         summary = json.loads(check.stdout)["summary"]
 
-        ours, rss = timed([lifeboat, "diff", "--repo", repo, "--base", "HEAD~1", "-o", "json"], args.runs)
-        peer, _ = timed(["git", "-C", repo, "diff", "--stat", "HEAD~1", "HEAD"], args.runs)
+        ours, rss = timed_runs([lifeboat, "diff", "--repo", repo, "--base", "HEAD~1", "-o", "json"], args.runs)
+        peer, _ = timed_runs(["git", "-C", repo, "diff", "--stat", "HEAD~1", "HEAD"], args.runs)
 
     print(f"images per revision:       {sets * per_set}")
     print(f"diff found:                {summary}")

@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from measure import timed
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 1 << 20
 
@@ -152,21 +154,6 @@ def push_index(host, repo, tag, per_platform_layers):
                         "platform": {"os": os_name, "architecture": arch}})
     index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}
     return push_manifest(host, repo, tag, index, index["mediaType"])
-
-
-def timed(command, env=None):
-    """(wall seconds, peak RSS MiB) of a command, which must succeed."""
-    # stderr to a file: a pipe nobody reads fills up and blocks a chatty tool.
-    with tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        code = os.waitstatus_to_exitcode(status)
-        if code != 0:
-            err.seek(0)
-            sys.exit(f"{command[0]} failed ({code}): {err.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
 
 
 def desired_state(work, name, upstream, mirror, images):
