@@ -97,20 +97,23 @@ impl RegistryError {
                 let detail = if detail.is_empty() { String::new() } else { format!(": {}", first_line(detail)) };
                 (kind, format!("{host} answered HTTP {code}{detail}"))
             }
-            E::RequestError(r) => {
-                let what = if r.is_timeout() {
-                    "timed out"
-                } else if r.is_connect() {
-                    "could not connect"
-                } else {
-                    "the connection failed"
-                };
-                (ErrorKind::Transient, format!("{what} talking to {host}: {}", source_chain(r)))
-            }
+            E::RequestError(r) => return RegistryError::transport(operation, host, r),
             E::IoError(io) => (ErrorKind::Transient, format!("I/O error with {host}: {io}")),
             other => (ErrorKind::Permanent, first_line(&other.to_string()).to_string()),
         };
         RegistryError::new(kind, operation, message)
+    }
+
+    /// A request that got no answer: refused, reset, or timed out. Always transient.
+    pub fn transport(operation: impl Into<String>, host: &str, e: &reqwest::Error) -> Self {
+        let what = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "could not connect"
+        } else {
+            "the connection failed"
+        };
+        RegistryError::new(ErrorKind::Transient, operation, format!("{what} talking to {host}: {}", source_chain(e)))
     }
 
     pub fn is_not_found(&self) -> bool {

@@ -244,19 +244,35 @@ impl Http {
         Ok(())
     }
 
-    /// The digest under `reference` (tag or digest), or `None` when it does not exist.
-    pub async fn manifest_digest(&self, target: &Target<'_>, reference: &str) -> Result<Option<Digest>, RegistryError> {
-        let operation = format!("looking up {}:{reference}", target.repository);
+    /// A HEAD or GET of the manifest under `reference`: `None` when it does not exist.
+    async fn manifest_request(
+        &self,
+        target: &Target<'_>,
+        reference: &str,
+        method: Method,
+        operation: &str,
+    ) -> Result<Option<Response>, RegistryError> {
         let scope = format!("repository:{}:pull", target.repository.path);
         let url = target.url(&format!("manifests/{reference}"));
         let accept = ACCEPTED_MANIFESTS.join(", ");
-        let response =
-            self.send(target, &scope, &operation, |c| c.head(&url).header(reqwest::header::ACCEPT, &accept)).await?;
+        let response = self
+            .send(target, &scope, operation, |c| {
+                c.request(method.clone(), &url).header(reqwest::header::ACCEPT, &accept)
+            })
+            .await?;
         match response.status() {
-            StatusCode::NOT_FOUND => return Ok(None),
-            s if s.is_success() => {}
-            _ => return Err(status_error(&operation, &target.repository.host, response).await),
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(response)),
+            _ => Err(status_error(operation, &target.repository.host, response).await),
         }
+    }
+
+    /// The digest under `reference` (tag or digest), or `None` when it does not exist.
+    pub async fn manifest_digest(&self, target: &Target<'_>, reference: &str) -> Result<Option<Digest>, RegistryError> {
+        let operation = format!("looking up {}:{reference}", target.repository);
+        let Some(response) = self.manifest_request(target, reference, Method::HEAD, &operation).await? else {
+            return Ok(None);
+        };
         let header = response.headers().get("Docker-Content-Digest").and_then(|v| v.to_str().ok()).map(str::to_string);
         match header {
             Some(d) => d.parse().map(Some).map_err(|e: String| RegistryError::new(ErrorKind::Permanent, operation, e)),
@@ -272,16 +288,9 @@ impl Http {
         reference: &str,
     ) -> Result<Option<(Bytes, Digest)>, RegistryError> {
         let operation = format!("reading manifest {}:{reference}", target.repository);
-        let scope = format!("repository:{}:pull", target.repository.path);
-        let url = target.url(&format!("manifests/{reference}"));
-        let accept = ACCEPTED_MANIFESTS.join(", ");
-        let response =
-            self.send(target, &scope, &operation, |c| c.get(&url).header(reqwest::header::ACCEPT, &accept)).await?;
-        match response.status() {
-            StatusCode::NOT_FOUND => return Ok(None),
-            s if s.is_success() => {}
-            _ => return Err(status_error(&operation, &target.repository.host, response).await),
-        }
+        let Some(response) = self.manifest_request(target, reference, Method::GET, &operation).await? else {
+            return Ok(None);
+        };
         let bytes = response.bytes().await.map_err(|e| transport(&operation, &target.repository.host, &e))?;
         let digest = super::manifest::sha256(&bytes);
         Ok(Some((bytes, digest)))
@@ -420,14 +429,7 @@ fn challenge_params(challenge: &str) -> HashMap<String, String> {
 }
 
 fn transport(operation: &str, host: &str, e: &reqwest::Error) -> RegistryError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "the connection failed"
-    };
-    RegistryError::new(ErrorKind::Transient, operation, format!("{what} talking to {host}"))
+    RegistryError::transport(operation, host, e)
 }
 
 fn refused(operation: &str, host: &str) -> RegistryError {
