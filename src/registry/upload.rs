@@ -40,7 +40,7 @@ pub struct Target<'a> {
 impl Target<'_> {
     fn url(&self, path: &str) -> String {
         let scheme = if self.insecure { "http" } else { "https" };
-        format!("{scheme}://{}/v2/{}/{path}", self.repository.host, self.repository.path)
+        format!("{scheme}://{}/v2/{}/{path}", api_host(&self.repository.host), self.repository.path)
     }
 }
 
@@ -355,6 +355,12 @@ impl Http {
     }
 }
 
+/// Where a registry's API is served: image references say `docker.io`, Docker Hub serves the
+/// API at `registry-1.docker.io` (as oci-client's `resolve_registry` also knows).
+fn api_host(host: &str) -> &str {
+    if host == "docker.io" { "registry-1.docker.io" } else { host }
+}
+
 const ACCEPTED_MANIFESTS: &[&str] = super::manifest::ACCEPTED;
 
 /// The target of `Link: </v2/x/tags/list?last=a&n=1000>; rel="next"`.
@@ -470,6 +476,13 @@ async fn status_error(operation: &str, host: &str, response: Response) -> Regist
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_hub_is_reached_at_its_api_host() {
+        let repository = Repository { host: "docker.io".into(), path: "library/nginx".into() };
+        let target = Target { repository: &repository, insecure: false, credential: &Credential::Anonymous };
+        assert_eq!(target.url("tags/list"), "https://registry-1.docker.io/v2/library/nginx/tags/list");
+    }
 
     #[test]
     fn follows_link_pagination() {
