@@ -27,10 +27,35 @@ pub async fn apply<R: Registry>(plan: &Plan, registry: &R) -> Vec<Outcome> {
             .flat_map(futures_util::stream::iter)
             .collect()
             .await;
+    // A prune was planned against what the repository would hold after the copies; where a
+    // copy or backup failed, that is not what it holds, and deleting could take a kept tag.
+    let failed_repositories: std::collections::BTreeSet<String> = outcomes
+        .iter()
+        .filter(|o| matches!(o.result, OutcomeResult::Failed { .. }))
+        .map(|o| repository_of(&o.change.action))
+        .collect();
     for change in prunes {
+        if failed_repositories.contains(&repository_of(&change.action)) {
+            outcomes.push(Outcome {
+                change: change.clone(),
+                result: OutcomeResult::Failed {
+                    error: "not attempted: a copy to this repository failed, so what it holds is not what was planned"
+                        .into(),
+                },
+            });
+            continue;
+        }
         outcomes.push(run(registry, change).await);
     }
     outcomes
+}
+
+fn repository_of(action: &Action) -> String {
+    match action {
+        Action::Copy { target, .. } | Action::Backup { target, .. } | Action::Prune { target, .. } => {
+            target.to_string()
+        }
+    }
 }
 
 /// Changes to one mirror tag, in order; once one fails the rest are not attempted.

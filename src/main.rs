@@ -30,10 +30,13 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
-        eprintln!("warning: ignoring log filter `{filter}`: {e}");
-        EnvFilter::new("warn")
-    });
+    // oci-client logs token responses at debug level: never below info, whatever was asked.
+    let filter = EnvFilter::try_new(filter)
+        .unwrap_or_else(|e| {
+            eprintln!("warning: ignoring log filter `{filter}`: {e}");
+            EnvFilter::new("warn")
+        })
+        .add_directive("oci_client=info".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -40,6 +40,9 @@ pub struct MirrorTag {
     pub digest: Digest,
     /// For an index filtered to some platforms: the upstream digest it was made from.
     pub source_digest: Option<Digest>,
+    /// For an index read in full (when pruning): the manifests it names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Digest>,
 }
 
 impl MirrorTag {
@@ -47,14 +50,15 @@ impl MirrorTag {
     pub fn holds(&self, upstream: &Digest, platforms: &Platforms) -> bool {
         match platforms {
             Platforms::All => self.digest == *upstream,
-            Platforms::Only(_) => self.source_digest.as_ref() == Some(upstream),
+            // A plain manifest (not an index) is copied unchanged even with a platform list.
+            Platforms::Only(_) => self.source_digest.as_ref() == Some(upstream) || self.digest == *upstream,
         }
     }
 }
 
 impl From<Resolved> for MirrorTag {
     fn from(r: Resolved) -> Self {
-        MirrorTag { digest: r.digest, source_digest: r.source_digest }
+        MirrorTag { digest: r.digest, source_digest: r.source_digest, children: r.children }
     }
 }
 
@@ -145,14 +149,16 @@ async fn observe_image<R: Registry>(
     image: &crate::desired::MirrorImage,
 ) -> ImageObservation {
     let target = set.target.repository_for(&image.source);
-    let read_source = matches!(set.platforms, Platforms::Only(_));
+    // Mirror manifests are read (GET, not HEAD) when a filtered index must say its source, or
+    // when pruning must know which manifests kept indexes name.
+    let read_source = matches!(set.platforms, Platforms::Only(_)) || set.prune;
     let (upstream_tags, selected, pinned) = match &image.selection {
         Selection::Pinned { digest, tag } => {
             (None, Observed::Present(BTreeSet::from([tag.clone()])), Some(digest.clone()))
         }
         Selection::Tags { tags, rules: None } => (None, Observed::Present(tags.clone()), None),
         Selection::Tags { tags, rules: Some(rules) } => {
-            let listed = Observed::from_lookup(registry.list_tags(&image.source).await.map(Some));
+            let listed = Observed::from_lookup(registry.list_tags(&image.source).await);
             let selected = match &listed {
                 Observed::Present(all) => {
                     let mut chosen = rules.select(all);
@@ -170,8 +176,7 @@ async fn observe_image<R: Registry>(
     if let Observed::Present(chosen) = &selected {
         lookup_tags.extend(chosen.iter().cloned());
     }
-    let mirror_tags =
-        if set.prune { Some(Observed::from_lookup(registry.list_tags(&target).await.map(Some))) } else { None };
+    let mirror_tags = if set.prune { Some(Observed::from_lookup(registry.list_tags(&target).await)) } else { None };
     let mut mirror_lookups = lookup_tags.clone();
     if let Some(Observed::Present(existing)) = &mirror_tags {
         mirror_lookups.extend(existing.iter().cloned());

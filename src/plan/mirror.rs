@@ -205,11 +205,23 @@ fn prune(plan: &mut Plan, name: &str, o: &ImageObservation, wanted: Option<BTree
     }
     let doomed: BTreeSet<&String> = existing.iter().filter(|t| !wanted.contains(*t) && !is_protected_tag(t)).collect();
     let kept: BTreeSet<&Digest> = after.iter().filter(|(t, _)| !doomed.contains(t)).map(|(_, d)| d).collect();
+    // Manifests that kept indexes name: deleting one would leave an index pointing at nothing.
+    let kept_children: BTreeSet<&Digest> = after
+        .iter()
+        .filter(|(t, _)| !doomed.contains(t))
+        .filter_map(|(t, d)| match o.mirror.get(t) {
+            Some(Observed::Present(m)) if m.digest == *d => Some(&m.children),
+            _ => None,
+        })
+        .flatten()
+        .collect();
     for tag in doomed {
         let subject = format!("{}:{tag}", o.target);
         match o.mirror.get(tag) {
             Some(Observed::Present(m))
                 if kept.contains(&m.digest)
+                    || kept_children.contains(&m.digest)
+                    || filtered_sources.contains(&m.digest)
                     || m.source_digest.as_ref().is_some_and(|s| filtered_sources.contains(s)) =>
             {
                 note(

@@ -148,6 +148,26 @@ fn pins_and_platform_subsets() {
     assert!(pass.plan.changes[0].why.starts_with("digest pin changed"), "{}", pass.plan.changes[0].why);
 }
 
+/// Regression: a prune planned against what a copy would write must not run when that copy
+/// failed — the manifest it deletes may still be the one a kept tag holds.
+#[test]
+fn prunes_wait_for_the_copies_they_counted_on() {
+    let registry = FakeRegistry::default();
+    let repo = format!("{MIRROR}/m/app");
+    registry.push(&format!("{UP}/app"), "1.0", &digest(2));
+    registry.push(&repo, "1.0", &digest(1));
+    registry.push(&repo, "dropped", &digest(1));
+    let desired = state("  prune: true\n", &tags_image("\"1.0\""));
+    registry.set_failing_copies(true);
+    let pass = rt().block_on(run(&desired, &registry));
+    assert_eq!(kinds(&pass.plan), ["copy", "prune"]);
+    assert_eq!(registry.tags(&repo)["1.0"], digest(1), "the kept tag still holds its manifest");
+    assert!(registry.tags(&repo).contains_key("dropped"));
+    registry.set_failing_copies(false);
+    rt().block_on(run(&desired, &registry));
+    assert_eq!(registry.tags(&repo).into_keys().collect::<Vec<_>>(), ["1.0"]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 

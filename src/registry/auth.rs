@@ -138,20 +138,29 @@ struct HelperAnswer {
     secret: String,
 }
 
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs `docker-credential-<helper> get` with the host on stdin, as the Docker CLI does.
 pub async fn from_helper(helper: &str, host: &str) -> anyhow::Result<Credential> {
     let program = format!("docker-credential-{helper}");
+    // `docker login` files Docker Hub credentials under its old index URL.
+    let server = if host == "docker.io" { "https://index.docker.io/v1/" } else { host };
     let mut child = tokio::process::Command::new(&program)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("running {program} for {host}: is it installed and on PATH?"))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(host.as_bytes()).await.with_context(|| format!("writing to {program}"))?;
+        stdin.write_all(server.as_bytes()).await.with_context(|| format!("writing to {program}"))?;
     }
-    let output = child.wait_with_output().await.with_context(|| format!("running {program}"))?;
+    // A helper waiting for a keychain prompt must not hold every request to the host.
+    let output = tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| anyhow::anyhow!("{program} did not answer within {} s for {host}", HELPER_TIMEOUT.as_secs()))?
+        .with_context(|| format!("running {program}"))?;
     if !output.status.success() {
         let said = String::from_utf8_lossy(&output.stdout);
         let said = said.trim();

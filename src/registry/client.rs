@@ -307,7 +307,7 @@ impl RegistryClient {
     }
 
     /// Every tag of a repository, following pagination; an absent repository has none.
-    pub async fn list_tags(&self, repository: &Repository) -> Result<Vec<String>, RegistryError> {
+    pub async fn list_tags(&self, repository: &Repository) -> Result<Option<Vec<String>>, RegistryError> {
         let host = self.host(&repository.host);
         let credential = self.credential(&host).await?;
         let target = self.http_target(repository, &credential);
@@ -355,7 +355,11 @@ impl RegistryClient {
             .await;
         match mounted {
             Ok(()) => Ok(true),
-            Err(e) if e.kind == ErrorKind::Permanent || e.is_not_found() => Ok(false),
+            // A token registry may refuse the mount (the token does not cover the source
+            // repository): copying instead works.
+            Err(e) if matches!(e.kind, ErrorKind::Permanent | ErrorKind::NotFound | ErrorKind::Unauthorized) => {
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }
@@ -398,7 +402,12 @@ impl RegistryClient {
                     oci_client::client::BlobResponse::Full(s) | oci_client::client::BlobResponse::Partial(s) => s,
                 };
                 let length = stream.content_length.filter(|l| *l > 0).unwrap_or(size);
-                let _target_permit = target_host.permits.acquire().await.expect("open semaphore");
+                // One permit per host: a copy within one registry (a backup) takes only one, so
+                // `concurrency: 1` cannot deadlock.
+                let _target_permit = match source.host == target.host {
+                    true => None,
+                    false => Some(target_host.permits.acquire().await.expect("open semaphore")),
+                };
                 target_host.pace().await;
                 self.http.upload_blob(&to, digest, length, stream.stream, self.options.chunk_size).await
             }
@@ -449,10 +458,14 @@ impl RegistryClient {
     pub async fn delete_manifest(&self, repository: &Repository, digest: &Digest) -> Result<(), RegistryError> {
         let host = self.host(&repository.host);
         let credential = self.credential(&host).await?;
-        let target = super::upload::Target { repository, insecure: host.settings.insecure, credential: &credential };
-        let _permit = host.permits.acquire().await.expect("open semaphore");
-        host.pace().await;
-        self.http.delete_manifest(&target, digest).await
+        let target = self.http_target(repository, &credential);
+        self.run(
+            &host,
+            || format!("deleting {repository}@{digest}"),
+            None,
+            || async { self.http.delete_manifest(&target, digest).await.map_err(Failure::from) },
+        )
+        .await
     }
 }
 

@@ -54,7 +54,7 @@ impl RegistryError {
     pub fn backoff(&self, base: std::time::Duration, attempt: u32) -> std::time::Duration {
         let delay = base * 2u32.saturating_pow(attempt.saturating_sub(1));
         let jittered = delay + delay.mul_f64(fastrand::f64() * 0.5);
-        jittered.max(self.retry_after.unwrap_or_default())
+        jittered.max(self.retry_after.unwrap_or_default().min(MAX_RETRY_AFTER))
     }
 
     /// Classifies an oci-client error. The message is rewritten without URLs' query strings
@@ -87,15 +87,15 @@ impl RegistryError {
                 (kind, format!("{host} answered: {text}"))
             }
             E::ServerError { code, message, .. } => {
-                let kind = match code {
-                    404 => ErrorKind::NotFound,
-                    401 | 403 => ErrorKind::Unauthorized,
-                    408 | 429 | 500..=599 => ErrorKind::Transient,
-                    _ => ErrorKind::Permanent,
-                };
+                let kind = kind_of_status(*code);
                 let detail = message.trim();
                 let detail = if detail.is_empty() { String::new() } else { format!(": {}", first_line(detail)) };
                 (kind, format!("{host} answered HTTP {code}{detail}"))
+            }
+            // oci-client turns some HTTP answers (a blob HEAD) into request errors with a status.
+            E::RequestError(r) if r.status().is_some() => {
+                let code = r.status().map_or(0, |s| s.as_u16());
+                (kind_of_status(code), format!("{host} answered HTTP {code}"))
             }
             E::RequestError(r) => return RegistryError::transport(operation, host, r),
             E::IoError(io) => (ErrorKind::Transient, format!("I/O error with {host}: {io}")),
@@ -120,6 +120,19 @@ impl RegistryError {
         self.kind == ErrorKind::NotFound
     }
 }
+
+/// What an HTTP status means for Lifeboat.
+pub fn kind_of_status(code: u16) -> ErrorKind {
+    match code {
+        404 => ErrorKind::NotFound,
+        401 | 403 => ErrorKind::Unauthorized,
+        408 | 429 | 500..=599 => ErrorKind::Transient,
+        _ => ErrorKind::Permanent,
+    }
+}
+
+/// The longest wait a `Retry-After` may impose on one retry.
+const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()

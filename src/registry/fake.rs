@@ -17,6 +17,8 @@ struct Inner {
     sources: BTreeMap<Digest, Digest>,
     down: BTreeSet<String>,
     copies: u64,
+    /// Every copy fails as a transient error, as a flaky upstream would.
+    failing_copies: bool,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +52,11 @@ impl FakeRegistry {
         self.lock().tags.get(repository).cloned().unwrap_or_default()
     }
 
+    /// Makes every copy fail (or work again), while lookups keep answering.
+    pub fn set_failing_copies(&self, failing: bool) {
+        self.lock().failing_copies = failing;
+    }
+
     /// How many copies have been made.
     pub fn copies(&self) -> u64 {
         self.lock().copies
@@ -69,9 +76,9 @@ pub fn filtered_digest(digest: &Digest, platforms: &BTreeSet<String>) -> Digest 
 }
 
 impl Registry for FakeRegistry {
-    async fn list_tags(&self, repository: &Repository) -> Result<Vec<String>, RegistryError> {
+    async fn list_tags(&self, repository: &Repository) -> Result<Option<Vec<String>>, RegistryError> {
         self.check_up(&repository.host, &format!("listing tags of {repository}"))?;
-        Ok(self.lock().tags.get(&repository.to_string()).map(|t| t.keys().cloned().collect()).unwrap_or_default())
+        Ok(self.lock().tags.get(&repository.to_string()).map(|t| t.keys().cloned().collect()))
     }
 
     async fn resolve(
@@ -90,7 +97,11 @@ impl Registry for FakeRegistry {
         } else {
             inner.tags.get(&key).and_then(|t| t.get(reference)).cloned()
         };
-        Ok(digest.map(|digest| Resolved { source_digest: inner.sources.get(&digest).cloned(), digest }))
+        Ok(digest.map(|digest| Resolved {
+            source_digest: inner.sources.get(&digest).cloned(),
+            digest,
+            children: Vec::new(),
+        }))
     }
 
     async fn copy(&self, request: &CopyRequest) -> Result<CopyReport, RegistryError> {
@@ -98,6 +109,9 @@ impl Registry for FakeRegistry {
         self.check_up(&request.source.host, &operation)?;
         self.check_up(&request.target.host, &operation)?;
         let mut inner = self.lock();
+        if inner.failing_copies {
+            return Err(RegistryError::new(ErrorKind::Transient, operation, "upstream answered HTTP 503"));
+        }
         let present = inner.manifests.get(&request.source.to_string()).is_some_and(|m| m.contains(&request.digest));
         if !present {
             return Err(RegistryError::new(ErrorKind::NotFound, operation, "the source no longer has this manifest"));

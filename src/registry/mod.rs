@@ -26,15 +26,21 @@ pub struct Resolved {
     pub digest: Digest,
     /// For an index Lifeboat filtered to some platforms: the upstream digest it holds.
     pub source_digest: Option<Digest>,
+    /// For an index whose manifest was read: the manifests it names.
+    pub children: Vec<Digest>,
 }
 
 /// The registry operations the pipeline needs.
 pub trait Registry: Send + Sync {
-    /// Every tag of a repository (none when the repository does not exist).
-    fn list_tags(&self, repository: &Repository) -> impl Future<Output = Result<Vec<String>, RegistryError>> + Send;
+    /// Every tag of a repository, or `None` when the repository does not exist.
+    fn list_tags(
+        &self,
+        repository: &Repository,
+    ) -> impl Future<Output = Result<Option<Vec<String>>, RegistryError>> + Send;
 
     /// What `reference` (tag or digest) points at, or `None` when it does not exist. With
-    /// `read_source`, the manifest is read to find the upstream digest of a filtered index.
+    /// `read_manifest`, the manifest is read: the upstream digest of a filtered index, and
+    /// the children of an index.
     fn resolve(
         &self,
         repository: &Repository,
@@ -66,7 +72,7 @@ impl OciRegistry {
 }
 
 impl Registry for OciRegistry {
-    async fn list_tags(&self, repository: &Repository) -> Result<Vec<String>, RegistryError> {
+    async fn list_tags(&self, repository: &Repository) -> Result<Option<Vec<String>>, RegistryError> {
         self.client.list_tags(repository).await
     }
 
@@ -78,13 +84,19 @@ impl Registry for OciRegistry {
     ) -> Result<Option<Resolved>, RegistryError> {
         if !read_source {
             let digest = self.client.manifest_digest(repository, reference).await?;
-            return Ok(digest.map(|digest| Resolved { digest, source_digest: None }));
+            return Ok(digest.map(|digest| Resolved { digest, source_digest: None, children: Vec::new() }));
         }
         let Some((bytes, digest)) = self.client.manifest(repository, reference).await? else {
             return Ok(None);
         };
-        let source_digest = manifest::Manifest::parse(bytes, digest.clone()).ok().and_then(|m| m.source_digest());
-        Ok(Some(Resolved { digest, source_digest }))
+        let parsed = manifest::Manifest::parse(bytes, digest.clone()).ok();
+        let source_digest = parsed.as_ref().and_then(manifest::Manifest::source_digest);
+        let children = parsed
+            .filter(manifest::Manifest::is_index)
+            .and_then(|m| m.children().ok())
+            .map(|c| c.into_iter().map(|d| d.digest).collect())
+            .unwrap_or_default();
+        Ok(Some(Resolved { digest, source_digest, children }))
     }
 
     async fn copy(&self, request: &CopyRequest) -> Result<CopyReport, RegistryError> {

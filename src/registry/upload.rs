@@ -127,6 +127,17 @@ impl Http {
                 format!("{} sent a bearer challenge without realm", target.repository.host),
             )
         })?;
+        // Credentials never go to a plain-HTTP realm for a registry reached over HTTPS.
+        if realm.starts_with("http://") && !target.insecure {
+            return Err(RegistryError::new(
+                ErrorKind::Permanent,
+                operation,
+                format!(
+                    "{} names a token service over plain HTTP ({realm}); refusing to send credentials there",
+                    target.repository.host
+                ),
+            ));
+        }
         let mut request = self.client.get(realm.as_str()).timeout(self.timeout).query(&[("scope", scope)]);
         if let Some(service) = params.get("service") {
             request = request.query(&[("service", service.as_str())]);
@@ -137,8 +148,18 @@ impl Http {
             Credential::Anonymous => request,
         };
         let response = request.send().await.map_err(|e| transport(operation, &target.repository.host, &e))?;
-        if !response.status().is_success() {
-            return Err(refused(operation, &target.repository.host));
+        match response.status().as_u16() {
+            200..=299 => {}
+            401 | 403 => return Err(refused(operation, &target.repository.host)),
+            // The token service being down or busy is an outage, not a refusal.
+            _ => {
+                return Err(status_error(
+                    operation,
+                    &format!("the token service of {}", target.repository.host),
+                    response,
+                )
+                .await);
+            }
         }
         #[derive(serde::Deserialize)]
         struct TokenAnswer {
@@ -296,14 +317,16 @@ impl Http {
         Ok(Some((bytes, digest)))
     }
 
-    /// Every tag of a repository, following `Link` pagination; none when it does not exist.
-    pub async fn list_tags(&self, target: &Target<'_>) -> Result<Vec<String>, RegistryError> {
+    /// Every tag of a repository, following `Link` pagination; `None` when the repository
+    /// does not exist. A later page that fails is an error, never a shorter list.
+    pub async fn list_tags(&self, target: &Target<'_>) -> Result<Option<Vec<String>>, RegistryError> {
         let operation = format!("listing tags of {}", target.repository);
         let scope = format!("repository:{}:pull", target.repository.path);
         let base = reqwest::Url::parse(&target.url("tags/list"))
             .map_err(|e| RegistryError::new(ErrorKind::Permanent, &operation, e.to_string()))?;
         let mut next = Some(format!("{base}?n=1000"));
         let mut tags = Vec::new();
+        let mut first = true;
         #[derive(serde::Deserialize)]
         struct Page {
             tags: Option<Vec<String>>,
@@ -311,16 +334,21 @@ impl Http {
         while let Some(url) = next.take() {
             let response = self.send(target, &scope, &operation, |c| c.get(&url)).await?;
             match response.status() {
-                StatusCode::NOT_FOUND => return Ok(Vec::new()),
+                StatusCode::NOT_FOUND if tags.is_empty() && first => return Ok(None),
                 s if s.is_success() => {}
                 _ => return Err(status_error(&operation, &target.repository.host, response).await),
             }
+            first = false;
             next = response
                 .headers()
                 .get(reqwest::header::LINK)
                 .and_then(|l| l.to_str().ok())
                 .and_then(next_link)
                 .and_then(|link| base.join(&link).ok())
+                // Credentials go with the request: only follow pages on the same registry.
+                .filter(|u| {
+                    u.host_str() == base.host_str() && u.port_or_known_default() == base.port_or_known_default()
+                })
                 .map(|u| u.to_string());
             let page: Page = response.json().await.map_err(|_| {
                 RegistryError::new(
@@ -331,7 +359,7 @@ impl Http {
             })?;
             tags.extend(page.tags.unwrap_or_default());
         }
-        Ok(tags)
+        Ok(Some(tags))
     }
 
     /// Deletes a manifest by digest; Distribution removes every tag pointing at it.
@@ -457,12 +485,7 @@ async fn status_error(operation: &str, host: &str, response: Response) -> Regist
         .and_then(|v| v.trim().parse::<u64>().ok());
     let body = response.text().await.unwrap_or_default();
     let detail = body.lines().next().unwrap_or_default().chars().take(200).collect::<String>();
-    let kind = match status {
-        404 => ErrorKind::NotFound,
-        401 | 403 => ErrorKind::Unauthorized,
-        408 | 429 | 500..=599 => ErrorKind::Transient,
-        _ => ErrorKind::Permanent,
-    };
+    let kind = super::error::kind_of_status(status);
     let mut message = format!("{host} answered HTTP {status}");
     if !detail.is_empty() {
         message.push_str(&format!(": {detail}"));
