@@ -87,47 +87,6 @@ pub struct ActualState {
     pub mirror_sets: BTreeMap<String, Vec<ImageObservation>>,
 }
 
-impl ActualState {
-    /// Every Unknown fact, as (what, why), for reports.
-    pub fn unknowns(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for images in self.mirror_sets.values() {
-            for image in images {
-                let mut note = |what: String, o: &Observed<_>| {
-                    if let Observed::Unknown(why) = o {
-                        out.push((what, why.clone()));
-                    }
-                };
-                if let Some(tags) = &image.upstream_tags {
-                    note(format!("tag list of {}", image.source), &tags.clone().map_unit());
-                }
-                for (tag, o) in &image.upstream {
-                    note(format!("{}:{tag}", image.source), &o.clone().map_unit());
-                }
-                for (tag, o) in &image.mirror {
-                    note(format!("{}:{tag}", image.target), &o.clone().map_unit());
-                }
-                if let Some(tags) = &image.mirror_tags {
-                    note(format!("tag list of {}", image.target), &tags.clone().map_unit());
-                }
-            }
-        }
-        out.sort();
-        out.dedup();
-        out
-    }
-}
-
-impl<T> Observed<T> {
-    fn map_unit(self) -> Observed<()> {
-        match self {
-            Observed::Present(_) => Observed::Present(()),
-            Observed::Absent => Observed::Absent,
-            Observed::Unknown(r) => Observed::Unknown(r),
-        }
-    }
-}
-
 /// How many lookups run at once; per-registry limits still apply beneath this.
 const LOOKUPS_IN_FLIGHT: usize = 64;
 

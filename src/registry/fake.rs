@@ -16,7 +16,6 @@ struct Inner {
     /// filtered index digest → upstream digest
     sources: BTreeMap<Digest, Digest>,
     down: BTreeSet<String>,
-    copies: u64,
     /// Every copy fails as a transient error, as a flaky upstream would.
     failing_copies: bool,
 }
@@ -55,11 +54,6 @@ impl FakeRegistry {
     /// Makes every copy fail (or work again), while lookups keep answering.
     pub fn set_failing_copies(&self, failing: bool) {
         self.lock().failing_copies = failing;
-    }
-
-    /// How many copies have been made.
-    pub fn copies(&self) -> u64 {
-        self.lock().copies
     }
 
     fn check_up(&self, host: &str, operation: &str) -> Result<(), RegistryError> {
@@ -127,7 +121,6 @@ impl Registry for FakeRegistry {
         let target = request.target.to_string();
         inner.tags.entry(target.clone()).or_default().insert(request.tag.clone(), written.clone());
         inner.manifests.entry(target).or_default().insert(written.clone());
-        inner.copies += 1;
         Ok(CopyReport { written: Some(written), manifests_pushed: 1, ..CopyReport::default() })
     }
 

@@ -2,12 +2,13 @@
 //!
 //! The rest of Lifeboat sees the small [`Registry`] trait: resolve a tag to a digest, list
 //! tags, copy an image, delete a manifest. [`OciRegistry`] implements it against real
-//! registries; [`fake::FakeRegistry`] holds state in memory for tests of the pipeline.
+//! registries; `fake::FakeRegistry` holds state in memory for tests of the pipeline.
 
 pub mod auth;
 pub mod client;
 pub mod copy;
 pub mod error;
+#[cfg(test)]
 pub mod fake;
 pub mod manifest;
 mod upload;

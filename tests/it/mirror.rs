@@ -1,8 +1,5 @@
 //! The mirror engine against real Distribution registries: `lifeboat plan` and `apply`.
 
-use std::path::Path;
-
-use bytes::Bytes;
 use serde_json::Value;
 
 use crate::support::images::{Pusher, layer};
@@ -319,9 +316,6 @@ fn a_one_gib_layer_is_copied() {
     assert!(applied["totals"]["bytesCopied"].as_u64().unwrap() > size as u64);
     assert_eq!(rt().block_on(world.mir().digest("mirror/big", "1")), Some(digest));
 }
-
-#[allow(dead_code)]
-fn unused(_: &Path, _: Bytes) {}
 
 /// Regression: 5xx and 429 answers are retried with backoff, and are Unknown (never Absent)
 /// once the retries are spent.
