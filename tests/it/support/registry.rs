@@ -176,9 +176,21 @@ impl TestRegistry {
             .collect()
     }
 
-    /// Forgets the requests seen so far.
+    /// Forgets the requests seen so far. The registry writes an access-log line after it has
+    /// answered, so lines of finished requests can still be on their way: a marker request is
+    /// sent and awaited first, and everything up to it is dropped. Plain-HTTP registries only.
     pub fn clear_requests(&self) {
-        self.log.lock().unwrap().clear();
+        use std::io::{Read, Write};
+        let marker = format!("/v2/lifeboat-marker-{}/tags/list", fastrand::u64(..));
+        let mut stream = std::net::TcpStream::connect(&self.host).unwrap();
+        write!(stream, "GET {marker} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.host).unwrap();
+        let _ = stream.read_to_end(&mut Vec::new());
+        wait_for("the marker in the access log", Duration::from_secs(10), || {
+            let mut log = self.log.lock().unwrap();
+            let at = log.iter().position(|l| l.contains(&marker) && l.contains("HTTP/1.1\""))?;
+            log.drain(..=at);
+            Some(())
+        });
     }
 
     /// Requests touching blobs (HEAD, GET, uploads, mounts).
