@@ -242,11 +242,9 @@ fn upstream_paused_times_out_as_unknown() {
     world.desired("  images:\n    - source: UP/app\n      tags: [\"1.0\"]\n");
     let before = mirror_state(&world, "mirror/app");
     world.upstream.pause();
-    let started = std::time::Instant::now();
     let (code, applied, _) = world.run("apply", &["--timeout", "1s", "--retries", "0"]);
     world.upstream.resume();
     assert_eq!(code, 2, "{applied:#}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(20));
     assert!(applied["plan"]["notes"].to_string().contains("did not answer within 1s"), "{applied:#}");
     assert_eq!(mirror_state(&world, "mirror/app"), before);
     // Resumed: the moved tag is followed.
