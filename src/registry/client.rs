@@ -253,9 +253,32 @@ impl RegistryClient {
     }
 
     /// Where and how Lifeboat's own requests reach `repository`.
-    fn http_target<'a>(&self, repository: &'a Repository, credential: &'a Credential) -> super::upload::Target<'a> {
+    async fn http_target(&self, host: &Host, repository: &Repository) -> Result<super::upload::Target, RegistryError> {
+        Ok(super::upload::Target {
+            repository: repository.clone(),
+            insecure: host.settings.insecure,
+            credential: self.credential(host).await?,
+        })
+    }
+
+    /// Runs one of Lifeboat's own requests against `repository`, within its host's limits.
+    async fn own<T, F, Fut>(
+        &self,
+        repository: &Repository,
+        operation: impl Fn() -> String,
+        request: F,
+    ) -> Result<T, RegistryError>
+    where
+        F: Fn(super::upload::Target) -> Fut,
+        Fut: Future<Output = Result<T, RegistryError>>,
+    {
         let host = self.host(&repository.host);
-        super::upload::Target { repository, insecure: host.settings.insecure, credential }
+        let target = self.http_target(&host, repository).await?;
+        self.run(&host, operation, None, || {
+            let pending = request(target.clone());
+            async move { pending.await.map_err(Failure::from) }
+        })
+        .await
     }
 
     /// The digest `reference` (a tag or a digest) points at, or `None` when it does not exist.
@@ -264,14 +287,10 @@ impl RegistryClient {
         repository: &Repository,
         reference: &str,
     ) -> Result<Option<Digest>, RegistryError> {
-        let host = self.host(&repository.host);
-        let credential = self.credential(&host).await?;
-        let target = self.http_target(repository, &credential);
-        self.run(
-            &host,
+        self.own(
+            repository,
             || format!("looking up {repository}:{reference}"),
-            None,
-            || async { self.http.manifest_digest(&target, reference).await.map_err(Failure::from) },
+            |t| async move { self.http.manifest_digest(&t, reference).await },
         )
         .await
     }
@@ -282,15 +301,11 @@ impl RegistryClient {
         repository: &Repository,
         reference: &str,
     ) -> Result<Option<(Bytes, Digest)>, RegistryError> {
-        let host = self.host(&repository.host);
-        let credential = self.credential(&host).await?;
-        let target = self.http_target(repository, &credential);
         let found = self
-            .run(
-                &host,
+            .own(
+                repository,
                 || format!("reading manifest {repository}:{reference}"),
-                None,
-                || async { self.http.manifest(&target, reference).await.map_err(Failure::from) },
+                |t| async move { self.http.manifest(&t, reference).await },
             )
             .await?;
         let Some((bytes, digest)) = found else {
@@ -306,16 +321,12 @@ impl RegistryClient {
         Ok(Some((bytes, digest)))
     }
 
-    /// Every tag of a repository, following pagination; an absent repository has none.
+    /// Every tag of a repository, following pagination; `None` when it does not exist.
     pub async fn list_tags(&self, repository: &Repository) -> Result<Option<Vec<String>>, RegistryError> {
-        let host = self.host(&repository.host);
-        let credential = self.credential(&host).await?;
-        let target = self.http_target(repository, &credential);
-        self.run(
-            &host,
+        self.own(
+            repository,
             || format!("listing tags of {repository}"),
-            None,
-            || async { self.http.list_tags(&target).await.map_err(Failure::from) },
+            |t| async move { self.http.list_tags(&t).await },
         )
         .await
     }
@@ -377,12 +388,7 @@ impl RegistryClient {
         self.authenticate(&from, false).await?;
         let source_host = self.host(&source.host);
         let target_host = self.host(&target.host);
-        let credential = self.credential(&target_host).await?;
-        let to = super::upload::Target {
-            repository: target,
-            insecure: target_host.settings.insecure,
-            credential: &credential,
-        };
+        let to = self.http_target(&target_host, target).await?;
         let operation = || format!("copying blob {digest} ({}) from {source} to {target}", bytesize::ByteSize(size));
         // One permit on each side for the whole transfer.
         let mut attempt = 0;
@@ -456,14 +462,10 @@ impl RegistryClient {
 
     /// Deletes a manifest by digest (Distribution removes every tag pointing at it).
     pub async fn delete_manifest(&self, repository: &Repository, digest: &Digest) -> Result<(), RegistryError> {
-        let host = self.host(&repository.host);
-        let credential = self.credential(&host).await?;
-        let target = self.http_target(repository, &credential);
-        self.run(
-            &host,
+        self.own(
+            repository,
             || format!("deleting {repository}@{digest}"),
-            None,
-            || async { self.http.delete_manifest(&target, digest).await.map_err(Failure::from) },
+            |t| async move { self.http.delete_manifest(&t, digest).await },
         )
         .await
     }

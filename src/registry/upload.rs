@@ -31,13 +31,14 @@ pub struct Http {
 const MIN_BYTES_PER_SECOND: u64 = 1_000_000;
 
 /// Where and how to reach one repository.
-pub struct Target<'a> {
-    pub repository: &'a Repository,
+#[derive(Clone)]
+pub struct Target {
+    pub repository: Repository,
     pub insecure: bool,
-    pub credential: &'a Credential,
+    pub credential: Credential,
 }
 
-impl Target<'_> {
+impl Target {
     fn url(&self, path: &str) -> String {
         let scheme = if self.insecure { "http" } else { "https" };
         format!("{scheme}://{}/v2/{}/{path}", api_host(&self.repository.host), self.repository.path)
@@ -65,7 +66,7 @@ impl Http {
     /// Sends a request built by `build`, answering an authentication challenge once.
     async fn send(
         &self,
-        target: &Target<'_>,
+        target: &Target,
         scope: &str,
         operation: &str,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
@@ -74,7 +75,7 @@ impl Http {
         let cached =
             self.tokens.lock().expect("token lock").get(&key).filter(|(_, until)| *until > Instant::now()).cloned();
         let first = self
-            .authorize(build(&self.client), target.credential, cached.as_ref().map(|(t, _)| t.as_str()))
+            .authorize(build(&self.client), &target.credential, cached.as_ref().map(|(t, _)| t.as_str()))
             .timeout(self.timeout);
         let response = first.send().await.map_err(|e| self.transport(operation, &target.repository.host, &e))?;
         if response.status() != StatusCode::UNAUTHORIZED {
@@ -95,7 +96,7 @@ impl Http {
             self.tokens.lock().expect("token lock").insert(key, (token.clone(), *until));
         }
         let retry = self
-            .authorize(build(&self.client), target.credential, token.as_ref().map(|(t, _)| t.as_str()))
+            .authorize(build(&self.client), &target.credential, token.as_ref().map(|(t, _)| t.as_str()))
             .timeout(self.timeout);
         let response = retry.send().await.map_err(|e| self.transport(operation, &target.repository.host, &e))?;
         if response.status() == StatusCode::UNAUTHORIZED || response.status() == StatusCode::FORBIDDEN {
@@ -116,7 +117,7 @@ impl Http {
         &self,
         challenge: &str,
         scope: &str,
-        target: &Target<'_>,
+        target: &Target,
         operation: &str,
     ) -> Result<(String, Instant), RegistryError> {
         let params = challenge_params(challenge);
@@ -142,7 +143,7 @@ impl Http {
         if let Some(service) = params.get("service") {
             request = request.query(&[("service", service.as_str())]);
         }
-        request = match target.credential {
+        request = match &target.credential {
             Credential::Basic { username, password } => request.basic_auth(username, Some(password)),
             Credential::IdentityToken(t) => request.basic_auth("<token>", Some(t)),
             Credential::Anonymous => request,
@@ -192,7 +193,7 @@ impl Http {
     /// verifies.
     pub async fn upload_blob<S>(
         &self,
-        target: &Target<'_>,
+        target: &Target,
         digest: &Digest,
         size: u64,
         body: S,
@@ -221,7 +222,7 @@ impl Http {
         let key = (target.repository.host.clone(), scope.clone());
         let token = self.tokens.lock().expect("token lock").get(&key).map(|(t, _)| t.clone());
         let request = |method: Method, url: reqwest::Url| {
-            self.authorize(self.client.request(method, url), target.credential, token.as_deref())
+            self.authorize(self.client.request(method, url), &target.credential, token.as_deref())
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
         };
         let mut last = None;
@@ -268,7 +269,7 @@ impl Http {
     /// A HEAD or GET of the manifest under `reference`: `None` when it does not exist.
     async fn manifest_request(
         &self,
-        target: &Target<'_>,
+        target: &Target,
         reference: &str,
         method: Method,
         operation: &str,
@@ -289,7 +290,7 @@ impl Http {
     }
 
     /// The digest under `reference` (tag or digest), or `None` when it does not exist.
-    pub async fn manifest_digest(&self, target: &Target<'_>, reference: &str) -> Result<Option<Digest>, RegistryError> {
+    pub async fn manifest_digest(&self, target: &Target, reference: &str) -> Result<Option<Digest>, RegistryError> {
         let operation = format!("looking up {}:{reference}", target.repository);
         let Some(response) = self.manifest_request(target, reference, Method::HEAD, &operation).await? else {
             return Ok(None);
@@ -303,11 +304,7 @@ impl Http {
     }
 
     /// The manifest bytes under `reference` and their digest, or `None`.
-    pub async fn manifest(
-        &self,
-        target: &Target<'_>,
-        reference: &str,
-    ) -> Result<Option<(Bytes, Digest)>, RegistryError> {
+    pub async fn manifest(&self, target: &Target, reference: &str) -> Result<Option<(Bytes, Digest)>, RegistryError> {
         let operation = format!("reading manifest {}:{reference}", target.repository);
         let Some(response) = self.manifest_request(target, reference, Method::GET, &operation).await? else {
             return Ok(None);
@@ -319,7 +316,7 @@ impl Http {
 
     /// Every tag of a repository, following `Link` pagination; `None` when the repository
     /// does not exist. A later page that fails is an error, never a shorter list.
-    pub async fn list_tags(&self, target: &Target<'_>) -> Result<Option<Vec<String>>, RegistryError> {
+    pub async fn list_tags(&self, target: &Target) -> Result<Option<Vec<String>>, RegistryError> {
         let operation = format!("listing tags of {}", target.repository);
         let scope = format!("repository:{}:pull", target.repository.path);
         let base = reqwest::Url::parse(&target.url("tags/list"))
@@ -363,7 +360,7 @@ impl Http {
     }
 
     /// Deletes a manifest by digest; Distribution removes every tag pointing at it.
-    pub async fn delete_manifest(&self, target: &Target<'_>, digest: &Digest) -> Result<(), RegistryError> {
+    pub async fn delete_manifest(&self, target: &Target, digest: &Digest) -> Result<(), RegistryError> {
         let operation = format!("deleting {}@{digest}", target.repository);
         let scope = format!("repository:{}:delete", target.repository.path);
         let url = target.url(&format!("manifests/{digest}"));
@@ -503,7 +500,7 @@ mod tests {
     #[test]
     fn docker_hub_is_reached_at_its_api_host() {
         let repository = Repository { host: "docker.io".into(), path: "library/nginx".into() };
-        let target = Target { repository: &repository, insecure: false, credential: &Credential::Anonymous };
+        let target = Target { repository, insecure: false, credential: Credential::Anonymous };
         assert_eq!(target.url("tags/list"), "https://registry-1.docker.io/v2/library/nginx/tags/list");
     }
 
