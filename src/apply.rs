@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use futures_util::StreamExt;
 
-use crate::desired::Platforms;
+use crate::desired::{Platforms, SignaturePolicy};
 use crate::plan::render::{Outcome, OutcomeResult};
 use crate::plan::{Action, Change, Plan};
-use crate::registry::{CopyReport, CopyRequest, Registry, RegistryError};
+use crate::registry::{CopyReport, CopyRequest, Registry, RegistryError, Verdict};
 
 /// Mirror tags worked on at once; per-registry limits bound the requests beneath this.
 pub const TAGS_IN_FLIGHT: usize = 8;
@@ -27,6 +27,12 @@ pub async fn apply<R: Registry>(plan: &Plan, registry: &R) -> Vec<Outcome> {
             .flat_map(futures_util::stream::iter)
             .collect()
             .await;
+    // Signatures travel as tags of their own, copied alongside: the mirror can only be checked
+    // once every copy of the pass is done.
+    futures_util::stream::iter(outcomes.iter_mut().map(|o| recheck(registry, o)))
+        .buffer_unordered(TAGS_IN_FLIGHT)
+        .collect::<Vec<()>>()
+        .await;
     // A prune was planned against what the repository would hold after the copies; where a
     // copy or backup failed, that is not what it holds, and deleting could take a kept tag.
     let failed_repositories: std::collections::BTreeSet<String> = outcomes
@@ -36,13 +42,13 @@ pub async fn apply<R: Registry>(plan: &Plan, registry: &R) -> Vec<Outcome> {
         .collect();
     for change in prunes {
         if failed_repositories.contains(&repository_of(&change.action)) {
-            outcomes.push(Outcome {
-                change: change.clone(),
-                result: OutcomeResult::Failed {
+            outcomes.push(Outcome::new(
+                change,
+                OutcomeResult::Failed {
                     error: "not attempted: a copy to this repository failed, so what it holds is not what was planned"
                         .into(),
                 },
-            });
+            ));
             continue;
         }
         outcomes.push(run(registry, change).await);
@@ -52,10 +58,35 @@ pub async fn apply<R: Registry>(plan: &Plan, registry: &R) -> Vec<Outcome> {
 
 fn repository_of(action: &Action) -> String {
     match action {
-        Action::Copy { target, .. } | Action::Backup { target, .. } | Action::Prune { target, .. } => {
-            target.to_string()
+        Action::Copy { target, .. }
+        | Action::Backup { target, .. }
+        | Action::Prune { target, .. }
+        | Action::Attach { target, .. } => target.to_string(),
+    }
+}
+
+/// Checks a copied image's signatures against the mirror with its set's policy; under
+/// `required`, a copy that does not verify there is a failure.
+async fn recheck<R: Registry>(registry: &R, outcome: &mut Outcome) {
+    let Action::Copy { digest, target, tag, recheck: Some(policy), .. } = &outcome.change.action else {
+        return;
+    };
+    if !matches!(outcome.result, OutcomeResult::Done { .. }) {
+        return;
+    }
+    let verdict = match registry.verify(&outcome.change.mirror_set, target, digest).await {
+        Ok(v) => v,
+        Err(e) => Verdict::Rejected { reason: format!("the mirror could not be read: {e}") },
+    };
+    if let Verdict::Rejected { reason } = &verdict {
+        tracing::warn!(set = %outcome.change.mirror_set, image = %format!("{target}:{tag}"), %reason, "copied, but the mirror copy does not verify");
+        if *policy == SignaturePolicy::Required {
+            outcome.result = OutcomeResult::Failed {
+                error: format!("copied, but its signatures do not verify against the mirror: {reason}"),
+            };
         }
     }
+    outcome.mirror_verification = Some(verdict);
 }
 
 /// Changes to one mirror tag, in order; once one fails the rest are not attempted.
@@ -64,10 +95,10 @@ async fn apply_group<R: Registry>(registry: &R, changes: Vec<&Change>) -> Vec<Ou
     let mut failed = false;
     for change in changes {
         if failed {
-            outcomes.push(Outcome {
-                change: change.clone(),
-                result: OutcomeResult::Failed { error: "not attempted: an earlier change to this tag failed".into() },
-            });
+            outcomes.push(Outcome::new(
+                change,
+                OutcomeResult::Failed { error: "not attempted: an earlier change to this tag failed".into() },
+            ));
             continue;
         }
         let outcome = run(registry, change).await;
@@ -79,7 +110,7 @@ async fn apply_group<R: Registry>(registry: &R, changes: Vec<&Change>) -> Vec<Ou
 
 async fn run<R: Registry>(registry: &R, change: &Change) -> Outcome {
     let result: Result<CopyReport, RegistryError> = match &change.action {
-        Action::Copy { source, digest, target, tag, platforms } => {
+        Action::Copy { source, digest, target, tag, platforms, .. } => {
             let request = CopyRequest {
                 source: source.clone(),
                 digest: digest.clone(),
@@ -99,16 +130,26 @@ async fn run<R: Registry>(registry: &R, change: &Change) -> Outcome {
             };
             registry.copy(&request).await
         }
+        Action::Attach { source, digest, target, tag, .. } => {
+            let request = CopyRequest {
+                source: source.clone(),
+                digest: digest.clone(),
+                target: target.clone(),
+                tag: tag.clone(),
+                platforms: Platforms::All,
+            };
+            registry.copy(&request).await
+        }
         Action::Prune { target, digest, .. } => registry.delete(target, digest).await.map(|()| CopyReport::default()),
     };
     match result {
         Ok(report) => {
             tracing::info!(set = %change.mirror_set, action = %change.action.target_tag(), why = %change.why, "applied");
-            Outcome { change: change.clone(), result: OutcomeResult::Done { report } }
+            Outcome::new(change, OutcomeResult::Done { report })
         }
         Err(e) => {
             tracing::warn!(set = %change.mirror_set, action = %change.action.target_tag(), error = %e, "failed");
-            Outcome { change: change.clone(), result: OutcomeResult::Failed { error: e.to_string() } }
+            Outcome::new(change, OutcomeResult::Failed { error: e.to_string() })
         }
     }
 }

@@ -74,8 +74,57 @@ pub enum Command {
     /// One failing image does not stop the pass. Exit 0 when everything was done and observed,
     /// 2 when anything failed or could not be observed.
     Apply(ApplyArgs),
+    /// Check the cosign signatures of one image, for incident use.
+    ///
+    /// Give the signers to accept (`--key`, or `--identity`/`--identity-regex` with `--issuer`
+    /// and `--trust-root`), or take them from a MirrorSet of the desired state with
+    /// `--mirror-set`. Only the registry of the image is contacted. Exit 0 verified, 1 not
+    /// verified (the reason is printed), 2 error (registry unreachable, unusable key file).
+    Verify(VerifyArgs),
     /// Print the JSON Schema of the desired-state documents.
     Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The image: a tag or digest reference, such as `mirror.internal:5000/vendor/app:1.2`.
+    #[arg(env = "LIFEBOAT_IMAGE")]
+    pub image: String,
+    /// Cosign public key (PEM) to accept; repeat it (or separate with commas) to accept any
+    /// of several.
+    #[arg(long = "key", value_name = "FILE", value_delimiter = ',', env = "LIFEBOAT_VERIFY_KEY")]
+    pub keys: Vec<PathBuf>,
+    /// Keyless: the certificate identity (email or URI) to accept.
+    #[arg(long, conflicts_with = "identity_regex", requires = "issuer", env = "LIFEBOAT_VERIFY_IDENTITY")]
+    pub identity: Option<String>,
+    /// Keyless: a regular expression the certificate identity must match.
+    #[arg(long, requires = "issuer", env = "LIFEBOAT_VERIFY_IDENTITY_REGEX")]
+    pub identity_regex: Option<String>,
+    /// Keyless: the OIDC issuer the certificate must name.
+    #[arg(long, env = "LIFEBOAT_VERIFY_ISSUER")]
+    pub issuer: Option<String>,
+    /// Keyless: the Sigstore trust root (`trusted_root.json`) certificates must chain to.
+    #[arg(long, value_name = "FILE", env = "LIFEBOAT_VERIFY_TRUST_ROOT")]
+    pub trust_root: Option<PathBuf>,
+    /// An annotation every accepted signature must carry, `KEY=VALUE`; repeatable.
+    #[arg(long = "annotation", value_name = "KEY=VALUE", value_delimiter = ',', env = "LIFEBOAT_VERIFY_ANNOTATIONS")]
+    pub annotations: Vec<String>,
+    /// Accept what this MirrorSet's `signatures` accept (needs `--dir`).
+    #[arg(long, requires = "dir", env = "LIFEBOAT_VERIFY_MIRROR_SET")]
+    pub mirror_set: Option<String>,
+    /// Desired-state folder: its Registry documents give credentials, CA files and plain-HTTP
+    /// hosts, and `--mirror-set` its policy.
+    #[arg(long, env = "LIFEBOAT_DIR")]
+    pub dir: Option<PathBuf>,
+    /// Reach the image's registry over plain HTTP (for one the desired state does not describe).
+    #[arg(long, env = "LIFEBOAT_INSECURE")]
+    pub insecure: bool,
+    /// Longest wait for one registry request.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "LIFEBOAT_TIMEOUT")]
+    pub timeout: std::time::Duration,
+    /// Retries after a transient registry failure.
+    #[arg(long, default_value_t = 4, env = "LIFEBOAT_RETRIES")]
+    pub retries: u32,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One TLS crypto provider for the whole process: with two compiled in (aws-lc-rs here,
+    // ring in some dependencies) rustls cannot pick one and the first HTTPS request panics.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     init_logging(cli.global.log_format, &cli.global.log);
     let output = cli.global.output;
     let result = match &cli.command {
@@ -18,6 +21,7 @@ fn main() -> ExitCode {
         Command::Diff(args) => commands::diff(args, output),
         Command::Plan(args) => commands::plan(args, output),
         Command::Apply(args) => commands::apply(args, output),
+        Command::Verify(args) => commands::verify(args, output),
         Command::Schema => commands::schema(),
     };
     match result {
@@ -37,6 +41,13 @@ fn init_logging(format: LogFormat, filter: &str) {
             EnvFilter::new("warn")
         })
         .add_directive("oci_client=info".parse().expect("a valid directive"));
+    // sigstore warns on every registry without the OCI referrers API, and explains skipped
+    // signature layers at info; Lifeboat reports the reasons itself.
+    let filter = if filter.to_string().contains("sigstore") {
+        filter
+    } else {
+        filter.add_directive("sigstore=error".parse().expect("a valid directive"))
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

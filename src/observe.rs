@@ -11,8 +11,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::desired::{DesiredState, Digest, MirrorSet, Platforms, Repository, Selection};
-use crate::registry::{Registry, RegistryError, Resolved};
+use crate::desired::{DesiredState, Digest, MirrorSet, Platforms, Repository, Selection, SignaturePolicy};
+use crate::registry::cosign::attached_tag;
+use crate::registry::{Registry, RegistryError, Resolved, Verdict};
+
+/// What cosign and OCI referrers keep next to an image, by tag suffix: signatures,
+/// attestations, SBOMs, and the referrers fallback tag (no suffix).
+pub const ATTACHED_SUFFIXES: [&str; 4] = ["sig", "att", "sbom", ""];
 
 /// One observed fact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -78,6 +83,30 @@ pub struct ImageObservation {
     pub mirror: BTreeMap<String, Observed<MirrorTag>>,
     /// Every tag of the mirror repository, read only when the set prunes.
     pub mirror_tags: Option<Observed<Vec<String>>>,
+    /// The manifests each upstream index names, read when attached tags are carried.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub upstream_children: BTreeMap<Digest, Vec<Digest>>,
+    /// Signature checks of the upstream digests the mirror does not hold yet (policy not off).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub signatures: BTreeMap<Digest, Observed<Verdict>>,
+    /// Signature, attestation, SBOM and referrers tags of the digests mirrored (or to be),
+    /// when the set carries them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attached: Vec<AttachedTag>,
+    /// Why attached tags could not be looked at, when they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attached_unknown: Option<String>,
+}
+
+/// A tag that belongs to a digest (`sha256-<hex>.sig`, `.att`, `.sbom`, or `sha256-<hex>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachedTag {
+    /// The digest it belongs to.
+    pub subject: Digest,
+    pub tag: String,
+    pub upstream: Observed<Digest>,
+    pub mirror: Observed<Digest>,
 }
 
 /// Observations for every MirrorSet, in the order of its images.
@@ -93,10 +122,11 @@ const LOOKUPS_IN_FLIGHT: usize = 64;
 pub async fn observe<R: Registry>(state: &DesiredState, registry: &R) -> ActualState {
     let mut actual = ActualState::default();
     for (name, set) in &state.mirror_sets {
-        let images = futures_util::stream::iter(set.images.iter().map(|image| observe_image(registry, set, image)))
-            .buffered(8)
-            .collect::<Vec<_>>()
-            .await;
+        let images =
+            futures_util::stream::iter(set.images.iter().map(|image| observe_image(registry, name, set, image)))
+                .buffered(8)
+                .collect::<Vec<_>>()
+                .await;
         actual.mirror_sets.insert(name.clone(), images);
     }
     actual
@@ -104,6 +134,7 @@ pub async fn observe<R: Registry>(state: &DesiredState, registry: &R) -> ActualS
 
 async fn observe_image<R: Registry>(
     registry: &R,
+    set_name: &str,
     set: &MirrorSet,
     image: &crate::desired::MirrorImage,
 ) -> ImageObservation {
@@ -140,13 +171,47 @@ async fn observe_image<R: Registry>(
     if let Some(Observed::Present(existing)) = &mirror_tags {
         mirror_lookups.extend(existing.iter().cloned());
     }
+    // Carrying attached tags needs both tag lists (one request each, reused when read above)
+    // and, when upstream has any such tag, the children of upstream indexes.
+    let carry = set.signatures.copy;
+    let (upstream_list, mirror_list) = if carry {
+        let upstream_list = async {
+            match &upstream_tags {
+                Some(Observed::Present(t)) => Observed::Present(t.clone()),
+                _ => Observed::from_lookup(registry.list_tags(&image.source).await),
+            }
+        };
+        let mirror_list = async {
+            match &mirror_tags {
+                Some(Observed::Present(t)) => Observed::Present(t.clone()),
+                _ => Observed::from_lookup(registry.list_tags(&target).await),
+            }
+        };
+        let (u, m) = futures_util::join!(upstream_list, mirror_list);
+        (Some(u), Some(m))
+    } else {
+        (None, None)
+    };
+    let upstream_attached: BTreeSet<String> = match &upstream_list {
+        Some(Observed::Present(tags)) => tags.iter().filter(|t| t.starts_with("sha256-")).cloned().collect(),
+        _ => BTreeSet::new(),
+    };
+    let read_upstream = !upstream_attached.is_empty();
     let upstream_results = futures_util::stream::iter(lookup_tags.iter().map(|tag| {
         let pinned = pinned.clone();
         let source = &image.source;
         async move {
             let fact = match pinned {
-                Some(digest) => Observed::Present(digest),
-                None => Observed::from_lookup(registry.resolve(source, tag, false).await.map(|r| r.map(|r| r.digest))),
+                Some(digest) if !read_upstream => Observed::Present(Resolved::of(digest)),
+                Some(digest) => {
+                    // The pin is what gets copied; reading it only finds its children.
+                    let read = registry.resolve(source, digest.as_str(), true).await;
+                    match read {
+                        Ok(Some(r)) => Observed::Present(r),
+                        _ => Observed::Present(Resolved::of(digest)),
+                    }
+                }
+                None => Observed::from_lookup(registry.resolve(source, tag, read_upstream).await),
             };
             (tag.clone(), fact)
         }
@@ -156,13 +221,122 @@ async fn observe_image<R: Registry>(
     let mirror_results = futures_util::stream::iter(mirror_lookups.iter().map(|tag| {
         let target = &target;
         async move {
-            let fact =
-                Observed::from_lookup(registry.resolve(target, tag, read_source).await.map(|r| r.map(MirrorTag::from)));
+            let fact = Observed::from_lookup(
+                registry.resolve(target, tag, read_source || read_upstream).await.map(|r| r.map(MirrorTag::from)),
+            );
             (tag.clone(), fact)
         }
     }))
     .buffer_unordered(LOOKUPS_IN_FLIGHT)
     .collect::<BTreeMap<_, _>>();
-    let (upstream, mirror) = futures_util::join!(upstream_results, mirror_results);
-    ImageObservation { source: image.source.clone(), target, upstream_tags, selected, upstream, mirror, mirror_tags }
+    let (upstream_resolved, mirror): (BTreeMap<String, Observed<Resolved>>, _) =
+        futures_util::join!(upstream_results, mirror_results);
+    let mut upstream_children = BTreeMap::new();
+    let upstream: BTreeMap<String, Observed<Digest>> = upstream_resolved
+        .into_iter()
+        .map(|(tag, fact)| {
+            let fact = match fact {
+                Observed::Present(r) => {
+                    if !r.children.is_empty() {
+                        upstream_children.insert(r.digest.clone(), r.children);
+                    }
+                    Observed::Present(r.digest)
+                }
+                Observed::Absent => Observed::Absent,
+                Observed::Unknown(why) => Observed::Unknown(why),
+            };
+            (tag, fact)
+        })
+        .collect();
+
+    // Signatures are checked for what would be copied: upstream digests the mirror tag does
+    // not hold already.
+    let mut to_verify = BTreeSet::new();
+    if set.signatures.policy != SignaturePolicy::Off {
+        for (tag, fact) in &upstream {
+            let Observed::Present(digest) = fact else { continue };
+            let held = matches!(mirror.get(tag), Some(Observed::Present(m)) if m.holds(digest, &set.platforms));
+            if !held {
+                to_verify.insert(digest.clone());
+            }
+        }
+    }
+    let signatures = futures_util::stream::iter(to_verify.into_iter().map(|digest| {
+        let source = &image.source;
+        async move {
+            let verdict = match registry.verify(set_name, source, &digest).await {
+                Ok(v) => Observed::Present(v),
+                Err(e) => Observed::Unknown(e.to_string()),
+            };
+            (digest, verdict)
+        }
+    }))
+    .buffer_unordered(LOOKUPS_IN_FLIGHT)
+    .collect::<BTreeMap<_, _>>()
+    .await;
+
+    let (attached, attached_unknown) = match (&upstream_list, &mirror_list) {
+        (Some(Observed::Present(_)), Some(m)) => {
+            let mirror_names: BTreeSet<&String> = match m {
+                Observed::Present(tags) => tags.iter().collect(),
+                _ => BTreeSet::new(),
+            };
+            let mirror_unknown = match m {
+                Observed::Unknown(why) => Some(why.clone()),
+                _ => None,
+            };
+            let mut subjects = BTreeSet::new();
+            for digest in upstream.values().filter_map(|f| match f {
+                Observed::Present(d) => Some(d),
+                _ => None,
+            }) {
+                subjects.insert(digest.clone());
+                subjects.extend(upstream_children.get(digest).into_iter().flatten().cloned());
+            }
+            let wanted: Vec<(Digest, String)> = subjects
+                .iter()
+                .flat_map(|d| ATTACHED_SUFFIXES.iter().map(move |s| (d.clone(), attached_tag(d, s))))
+                .filter(|(_, tag)| upstream_attached.contains(tag))
+                .collect();
+            let found = futures_util::stream::iter(wanted.into_iter().map(|(subject, tag)| {
+                let in_mirror = mirror_names.contains(&tag);
+                let mirror_unknown = mirror_unknown.clone();
+                let source = &image.source;
+                let target = &target;
+                async move {
+                    let up =
+                        Observed::from_lookup(registry.resolve(source, &tag, false).await.map(|r| r.map(|r| r.digest)));
+                    let down = match (mirror_unknown, in_mirror) {
+                        (Some(why), _) => Observed::Unknown(why),
+                        (None, false) => Observed::Absent,
+                        (None, true) => Observed::from_lookup(
+                            registry.resolve(target, &tag, false).await.map(|r| r.map(|r| r.digest)),
+                        ),
+                    };
+                    AttachedTag { subject, tag, upstream: up, mirror: down }
+                }
+            }))
+            .buffer_unordered(LOOKUPS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await;
+            let mut found = found;
+            found.sort_by(|a, b| a.tag.cmp(&b.tag));
+            (found, None)
+        }
+        (Some(Observed::Unknown(why)), _) => (Vec::new(), Some(why.clone())),
+        _ => (Vec::new(), None),
+    };
+    ImageObservation {
+        source: image.source.clone(),
+        target,
+        upstream_tags,
+        selected,
+        upstream,
+        mirror,
+        mirror_tags,
+        upstream_children,
+        signatures,
+        attached,
+        attached_unknown,
+    }
 }

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Action, Change, Note, Plan, backup_tag, is_protected_tag};
-use crate::desired::{DesiredState, Digest, MirrorSet, OnTagMove, Platforms, Repository, Selection};
+use crate::desired::{DesiredState, Digest, MirrorSet, OnTagMove, Platforms, Repository, Selection, SignaturePolicy};
 use crate::observe::{ActualState, ImageObservation, MirrorTag, Observed};
+use crate::registry::{Signer, Verdict};
 
 pub(super) fn plan(desired: &DesiredState, actual: &ActualState) -> Plan {
     let mut plan = Plan::default();
@@ -41,7 +42,40 @@ pub(super) fn plan(desired: &DesiredState, actual: &ActualState) -> Plan {
 }
 
 fn note(plan: &mut Plan, set: &str, subject: String, reason: String, unknown: bool) {
-    plan.notes.push(Note { mirror_set: set.to_string(), subject, reason, unknown });
+    plan.notes.push(Note { mirror_set: set.to_string(), subject, reason, unknown, rejected: false });
+}
+
+/// Whether the signature policy lets `digest` into the mirror: `Ok` with the accepted signers
+/// and a warning for `optional`, or `Err(note)` when it must stay out.
+fn gate(set: &MirrorSet, o: &ImageObservation, digest: &Digest) -> Result<(Vec<Signer>, Option<String>), Note> {
+    let policy = set.signatures.policy;
+    if policy == SignaturePolicy::Off {
+        return Ok((Vec::new(), None));
+    }
+    let subject = String::new();
+    let blocked = |reason: String, unknown: bool| Note {
+        mirror_set: String::new(),
+        subject: subject.clone(),
+        reason,
+        unknown,
+        rejected: !unknown,
+    };
+    match o.signatures.get(digest) {
+        Some(Observed::Present(Verdict::Verified { signers })) => Ok((signers.clone(), None)),
+        Some(Observed::Present(Verdict::Rejected { reason })) if policy == SignaturePolicy::Optional => {
+            Ok((Vec::new(), Some(format!("signature check failed ({reason}); mirrored anyway: policy optional"))))
+        }
+        Some(Observed::Present(Verdict::Rejected { reason })) => {
+            Err(blocked(format!("not mirrored: {} fails the signature policy: {reason}", digest.short()), false))
+        }
+        Some(Observed::Unknown(why)) if policy == SignaturePolicy::Optional => {
+            Ok((Vec::new(), Some(format!("signatures could not be checked ({why}); mirrored anyway: policy optional"))))
+        }
+        Some(Observed::Unknown(why)) => {
+            Err(blocked(format!("not mirrored until its signatures can be checked: {why}"), true))
+        }
+        Some(Observed::Absent) | None => Err(blocked("not mirrored: its signatures were not checked".into(), true)),
+    }
 }
 
 fn short(d: &Digest) -> &str {
@@ -62,6 +96,8 @@ fn plan_image(plan: &mut Plan, name: &str, set: &MirrorSet, selection: &Selectio
         note(plan, name, o.source.to_string(), "the upstream repository does not exist".into(), false);
     }
     let pinned = matches!(selection, Selection::Pinned { .. });
+    // Upstream digests the mirror holds, or receives in this pass: their attached tags follow.
+    let mut carried = BTreeSet::new();
     for (tag, upstream) in &o.upstream {
         let subject = format!("{}:{tag}", o.target);
         let mirror = o.mirror.get(tag).cloned().unwrap_or(Observed::Unknown("not looked up".into()));
@@ -93,27 +129,120 @@ fn plan_image(plan: &mut Plan, name: &str, set: &MirrorSet, selection: &Selectio
                 p.iter().cloned().collect::<Vec<_>>().join(", ")
             ),
         };
+        if let Observed::Present(held) = &mirror
+            && held.holds(upstream, &set.platforms)
+        {
+            plan.in_sync += 1;
+            carried.insert(upstream.clone());
+            continue;
+        }
+        if let Observed::Unknown(why) = &mirror {
+            note(plan, name, subject, format!("mirror unknown, nothing done: {why}"), true);
+            continue;
+        }
+        let keeps = matches!(&mirror, Observed::Present(_)) && !pinned && set.on_tag_move == OnTagMove::Keep;
+        let (signed_by, warning) = match gate(set, o, upstream) {
+            Ok(allowed) => allowed,
+            Err(_) if keeps => (Vec::new(), None),
+            Err(blocked) => {
+                plan.notes.push(Note { mirror_set: name.to_string(), subject, ..blocked });
+                continue;
+            }
+        };
+        let signed = match (&warning, signed_by.is_empty()) {
+            (Some(w), _) => format!("; WARNING: {w}"),
+            (None, false) => format!("; signed by {}", Verdict::signers_text(&signed_by)),
+            (None, true) => String::new(),
+        };
+        let recheck =
+            (set.signatures.policy != SignaturePolicy::Off && set.signatures.copy).then_some(set.signatures.policy);
         let copy = Action::Copy {
             source: o.source.clone(),
             digest: upstream.clone(),
             target: o.target.clone(),
             tag: tag.clone(),
             platforms: set.platforms.clone(),
+            signed_by,
+            recheck,
         };
         match mirror {
-            Observed::Unknown(why) => note(plan, name, subject, format!("mirror unknown, nothing done: {why}"), true),
-            Observed::Absent => plan.changes.push(Change {
-                mirror_set: name.to_string(),
-                action: copy,
-                why: format!("missing in the mirror; upstream is {}{subset}", short(upstream)),
-            }),
-            Observed::Present(held) if held.holds(upstream, &set.platforms) => plan.in_sync += 1,
-            Observed::Present(held) => moved(plan, name, set, pinned, tag, &held, upstream, copy, o),
+            Observed::Present(held) => {
+                if moved(plan, name, set, pinned, tag, &held, upstream, copy, &signed, o) {
+                    carried.insert(upstream.clone());
+                }
+            }
+            _ => {
+                carried.insert(upstream.clone());
+                plan.changes.push(Change {
+                    mirror_set: name.to_string(),
+                    action: copy,
+                    why: format!("missing in the mirror; upstream is {}{subset}{signed}", short(upstream)),
+                })
+            }
         }
+    }
+    attach(plan, name, o, &carried);
+}
+
+/// Copies of the signature, attestation, SBOM and referrers tags of every digest the mirror
+/// holds or receives in this pass (and of the manifests its indexes name) that the mirror
+/// lacks or holds in another version.
+fn attach(plan: &mut Plan, name: &str, o: &ImageObservation, carried: &BTreeSet<Digest>) {
+    if let Some(why) = &o.attached_unknown {
+        note(
+            plan,
+            name,
+            format!("signatures and attestations of {}", o.source),
+            format!("not carried: upstream tag list unknown: {why}"),
+            true,
+        );
+    }
+    let mut subjects = carried.clone();
+    for digest in carried {
+        subjects.extend(o.upstream_children.get(digest).into_iter().flatten().cloned());
+    }
+    for a in o.attached.iter().filter(|a| subjects.contains(&a.subject)) {
+        let subject = format!("{}:{}", o.target, a.tag);
+        let Observed::Present(upstream) = &a.upstream else {
+            if let Observed::Unknown(why) = &a.upstream {
+                note(plan, name, subject, format!("not carried: upstream unknown: {why}"), true);
+            }
+            continue;
+        };
+        let why = match &a.mirror {
+            Observed::Present(m) if m == upstream => continue,
+            Observed::Unknown(why) => {
+                note(plan, name, subject, format!("not carried: mirror unknown: {why}"), true);
+                continue;
+            }
+            Observed::Present(_) => format!("{} of {} changed upstream", kind_of(&a.tag), short(&a.subject)),
+            Observed::Absent => format!("{} of {}", kind_of(&a.tag), short(&a.subject)),
+        };
+        plan.changes.push(Change {
+            mirror_set: name.to_string(),
+            action: Action::Attach {
+                source: o.source.clone(),
+                digest: upstream.clone(),
+                target: o.target.clone(),
+                tag: a.tag.clone(),
+                subject: a.subject.clone(),
+            },
+            why,
+        });
     }
 }
 
-/// The mirror holds other content than upstream under `tag`.
+/// What an attached tag holds, by its suffix.
+fn kind_of(tag: &str) -> &'static str {
+    match tag.rsplit_once('.').map(|(_, s)| s) {
+        Some("sig") => "cosign signature",
+        Some("att") => "attestation",
+        Some("sbom") => "SBOM",
+        _ => "OCI referrers (fallback tag)",
+    }
+}
+
+/// The mirror holds other content than upstream under `tag`; true when the tag is copied.
 #[allow(clippy::too_many_arguments)]
 fn moved(
     plan: &mut Plan,
@@ -124,24 +253,35 @@ fn moved(
     held: &MirrorTag,
     upstream: &Digest,
     copy: Action,
+    signed: &str,
     o: &ImageObservation,
-) {
+) -> bool {
     let was = held.source_digest.as_ref().unwrap_or(&held.digest);
     if pinned {
         // The pin itself changed in the desired state: that is a decision, not a move.
         plan.changes.push(Change {
             mirror_set: name.to_string(),
             action: copy,
-            why: format!("digest pin changed from {} to {}", short(was), short(upstream)),
+            why: format!("digest pin changed from {} to {}{signed}", short(was), short(upstream)),
         });
-        return;
+        return true;
     }
-    let moved = format!("upstream moved {tag} from {} to {}", short(was), short(upstream));
+    let moved = format!("upstream moved {tag} from {} to {}{signed}", short(was), short(upstream));
     match set.on_tag_move {
         OnTagMove::Keep => {
-            note(plan, name, format!("{}:{tag}", o.target), format!("{moved}; onTagMove: keep holds the mirror"), false)
+            note(
+                plan,
+                name,
+                format!("{}:{tag}", o.target),
+                format!("{moved}; onTagMove: keep holds the mirror"),
+                false,
+            );
+            false
         }
-        OnTagMove::Update => plan.changes.push(Change { mirror_set: name.to_string(), action: copy, why: moved }),
+        OnTagMove::Update => {
+            plan.changes.push(Change { mirror_set: name.to_string(), action: copy, why: moved });
+            true
+        }
         OnTagMove::Backup => {
             let backup = backup_tag(tag, &held.digest);
             plan.changes.push(Change {
@@ -155,6 +295,7 @@ fn moved(
                 why: format!("{moved}; keeping {} as {backup} first", short(&held.digest)),
             });
             plan.changes.push(Change { mirror_set: name.to_string(), action: copy, why: moved });
+            true
         }
     }
 }
@@ -197,8 +338,10 @@ fn prune(plan: &mut Plan, name: &str, o: &ImageObservation, wanted: Option<BTree
                     filtered_sources.insert(digest.clone());
                 }
             },
-            Action::Backup { target, digest, backup_tag, .. } if *target == o.target => {
-                after.insert(backup_tag.clone(), digest.clone());
+            Action::Backup { target, digest, backup_tag: tag, .. } | Action::Attach { target, digest, tag, .. }
+                if *target == o.target =>
+            {
+                after.insert(tag.clone(), digest.clone());
             }
             _ => {}
         }

@@ -7,8 +7,9 @@ pub mod render;
 
 use serde::Serialize;
 
-use crate::desired::{DesiredState, Digest, Platforms, Repository};
+use crate::desired::{DesiredState, Digest, Platforms, Repository, SignaturePolicy};
 use crate::observe::ActualState;
+use crate::registry::Signer;
 
 /// One change to make.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -24,7 +25,23 @@ pub struct Change {
 #[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum Action {
     /// Copy `source@digest` to `target:tag`.
-    Copy { source: Repository, digest: Digest, target: Repository, tag: String, platforms: Platforms },
+    Copy {
+        source: Repository,
+        digest: Digest,
+        target: Repository,
+        tag: String,
+        platforms: Platforms,
+        /// Who signed the digest, as the set's policy accepted it upstream.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        signed_by: Vec<Signer>,
+        /// Check the signatures again against the mirror once everything is copied, with this
+        /// policy (`required`: a copy that does not verify there fails).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recheck: Option<SignaturePolicy>,
+    },
+    /// Copy a tag that belongs to a mirrored digest: its cosign signature, attestation or
+    /// SBOM (`sha256-<hex>.sig`...), or its OCI referrers fallback tag.
+    Attach { source: Repository, digest: Digest, target: Repository, tag: String, subject: Digest },
     /// Keep the mirror's current content of a tag under a backup tag, before the tag moves.
     Backup { target: Repository, digest: Digest, tag: String, backup_tag: String },
     /// Delete a mirror tag (by deleting its manifest, which no kept tag shares).
@@ -35,7 +52,11 @@ impl Action {
     /// The mirror tag the action writes or removes: changes to one tag run in order.
     pub fn target_tag(&self) -> String {
         match self {
-            Action::Copy { target, tag, .. } | Action::Prune { target, tag, .. } => format!("{target}:{tag}"),
+            Action::Copy { target, tag, .. }
+            | Action::Prune { target, tag, .. }
+            | Action::Attach { target, tag, .. } => {
+                format!("{target}:{tag}")
+            }
             Action::Backup { target, tag, .. } => format!("{target}:{tag}"),
         }
     }
@@ -51,6 +72,9 @@ pub struct Note {
     pub reason: String,
     /// True when the reason is that Lifeboat could not look (the mirror may not be complete).
     pub unknown: bool,
+    /// True when an image is kept out of the mirror because its signatures fail the policy.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub rejected: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -65,6 +89,11 @@ pub struct Plan {
 impl Plan {
     pub fn has_unknowns(&self) -> bool {
         self.notes.iter().any(|n| n.unknown)
+    }
+
+    /// Images kept out of the mirror by their signature policy.
+    pub fn rejections(&self) -> usize {
+        self.notes.iter().filter(|n| n.rejected).count()
     }
 }
 

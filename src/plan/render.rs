@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{Action, Change, Plan};
-use crate::registry::CopyReport;
+use crate::registry::{CopyReport, Verdict};
 
 fn describe(action: &Action) -> String {
     match action {
@@ -16,12 +16,13 @@ fn describe(action: &Action) -> String {
             format!("back up {target}:{tag} ({}) as {target}:{backup_tag}", digest.short())
         }
         Action::Prune { target, tag, digest } => format!("prune {target}:{tag} ({})", digest.short()),
+        Action::Attach { source, target, tag, .. } => format!("copy {source}:{tag} → {target}:{tag}"),
     }
 }
 
 fn sign(action: &Action) -> char {
     match action {
-        Action::Copy { .. } => '+',
+        Action::Copy { .. } | Action::Attach { .. } => '+',
         Action::Backup { .. } => '~',
         Action::Prune { .. } => '-',
     }
@@ -35,6 +36,10 @@ pub fn summary(plan: &Plan) -> String {
         vec![if n == 0 { "no change".to_string() } else { format!("{n} change{}", if n == 1 { "" } else { "s" }) }];
     if unknown > 0 {
         parts.push(format!("{unknown} unknown (could not look)"));
+    }
+    let rejected = plan.rejections();
+    if rejected > 0 {
+        parts.push(format!("{rejected} rejected by signature policy"));
     }
     parts.push(format!("{} tag{} in sync", plan.in_sync, if plan.in_sync == 1 { "" } else { "s" }));
     parts.join(", ")
@@ -63,7 +68,13 @@ pub fn human(plan: &Plan) -> String {
     if !plan.notes.is_empty() {
         let _ = writeln!(out, "\nNot changed:");
         for n in &plan.notes {
-            let mark = if n.unknown { '?' } else { '=' };
+            let mark = if n.rejected {
+                '✗'
+            } else if n.unknown {
+                '?'
+            } else {
+                '='
+            };
             let _ = writeln!(out, "  {mark} MirrorSet/{}: {}: {}", n.mirror_set, n.subject, n.reason);
         }
     }
@@ -84,7 +95,13 @@ pub fn markdown(plan: &Plan) -> String {
             let _ = writeln!(
                 out,
                 "- {}MirrorSet/{} `{}`: {}",
-                if n.unknown { "**unknown** " } else { "" },
+                if n.rejected {
+                    "**rejected** "
+                } else if n.unknown {
+                    "**unknown** "
+                } else {
+                    ""
+                },
                 n.mirror_set,
                 n.subject,
                 n.reason
@@ -105,6 +122,15 @@ pub struct Outcome {
     pub change: Change,
     #[serde(flatten)]
     pub result: OutcomeResult,
+    /// For a copy under a signature policy: the check against the mirror after copying.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror_verification: Option<Verdict>,
+}
+
+impl Outcome {
+    pub fn new(change: &Change, result: OutcomeResult) -> Outcome {
+        Outcome { change: change.clone(), result, mirror_verification: None }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -172,11 +198,27 @@ pub fn outcomes_human(plan: &Plan, outcomes: &[Outcome]) -> String {
                         describe(&o.change.action),
                         o.change.why
                     );
+                    match &o.mirror_verification {
+                        Some(Verdict::Verified { signers }) => {
+                            let _ = writeln!(out, "      verified on the mirror: {}", Verdict::signers_text(signers));
+                        }
+                        Some(Verdict::Rejected { reason }) => {
+                            let _ = writeln!(out, "      WARNING: does not verify on the mirror: {reason}");
+                        }
+                        None => {}
+                    }
                 }
                 OutcomeResult::Failed { error } => {
                     let _ = writeln!(out, "  ✗ {}\n      failed: {error}", describe(&o.change.action));
                 }
             }
+        }
+    }
+    let rejected: Vec<_> = plan.notes.iter().filter(|n| n.rejected).collect();
+    if !rejected.is_empty() {
+        let _ = writeln!(out, "\nNot mirrored, signature policy not met:");
+        for n in rejected {
+            let _ = writeln!(out, "  ✗ MirrorSet/{}: {}: {}", n.mirror_set, n.subject, n.reason);
         }
     }
     let unknown: Vec<_> = plan.notes.iter().filter(|n| n.unknown).collect();

@@ -22,7 +22,10 @@ fn state(spec_extra: &str, images: &str) -> DesiredState {
     let text = format!(
         "apiVersion: lifeboat.dev/v1alpha1\nkind: MirrorSet\nmetadata: {{name: s}}\nspec:\n  target: {MIRROR}/m\n{spec_extra}  images:\n{images}"
     );
-    let source = MemorySource { files: BTreeMap::from([("s.yaml".to_string(), text)]) };
+    // The fake registry checks signatures without reading the key.
+    let source = MemorySource {
+        files: BTreeMap::from([("s.yaml".to_string(), text), ("keys/k.pub".to_string(), String::new())]),
+    };
     match load(&source) {
         Ok(s) => s,
         Err(LoadError::Invalid(d)) => panic!("{d}"),
@@ -41,6 +44,7 @@ fn kinds(plan: &Plan) -> Vec<&'static str> {
             Action::Copy { .. } => "copy",
             Action::Backup { .. } => "backup",
             Action::Prune { .. } => "prune",
+            Action::Attach { .. } => "attach",
         })
         .collect()
 }
@@ -168,6 +172,66 @@ fn prunes_wait_for_the_copies_they_counted_on() {
     assert_eq!(registry.tags(&repo).into_keys().collect::<Vec<_>>(), ["1.0"]);
 }
 
+#[test]
+fn a_required_signature_policy_keeps_unsigned_images_out() {
+    let registry = FakeRegistry::default();
+    let up = format!("{UP}/app");
+    let repo = format!("{MIRROR}/m/app");
+    registry.push(&up, "1.0", &digest(1));
+    registry.push(&up, "2.0", &digest(2));
+    registry.sign(&up, &digest(1));
+    let desired = state("  signatures: {keys: [keys/k.pub]}\n", &tags_image("\"1.0\", \"2.0\""));
+    let pass = rt().block_on(run(&desired, &registry));
+    assert_eq!(kinds(&pass.plan), ["copy", "attach"]);
+    assert!(pass.plan.changes[0].why.contains("signed by key keys/fake.pub"), "{}", pass.plan.changes[0].why);
+    let rejected: Vec<&crate::plan::Note> = pass.plan.notes.iter().filter(|n| n.rejected).collect();
+    assert_eq!(rejected.len(), 1, "{:#?}", pass.plan.notes);
+    assert!(rejected[0].subject.ends_with(":2.0") && rejected[0].reason.contains("not signed"), "{rejected:#?}");
+    let mirror = registry.tags(&repo);
+    assert!(mirror.contains_key("1.0") && !mirror.contains_key("2.0"), "{mirror:?}");
+    assert!(mirror.contains_key(&crate::registry::cosign::attached_tag(&digest(1), "sig")), "{mirror:?}");
+    let outcomes = pass.outcomes.unwrap();
+    let copy = outcomes.iter().find(|o| matches!(o.change.action, Action::Copy { .. })).unwrap();
+    assert!(
+        matches!(&copy.mirror_verification, Some(crate::registry::Verdict::Verified { .. })),
+        "the copy verifies against the mirror: {:?}",
+        copy.mirror_verification
+    );
+    let again = rt().block_on(dry_run(&desired, &registry));
+    assert!(again.plan.changes.is_empty(), "{:#?}", again.plan.changes);
+    assert_eq!(again.plan.rejections(), 1);
+}
+
+#[test]
+fn an_optional_policy_mirrors_with_a_warning_and_copy_false_carries_nothing() {
+    let registry = FakeRegistry::default();
+    let up = format!("{UP}/app");
+    registry.push(&up, "1.0", &digest(1));
+    registry.push(&up, "2.0", &digest(2));
+    registry.sign(&up, &digest(1));
+    let desired =
+        state("  signatures: {keys: [keys/k.pub], policy: optional, copy: false}\n", &tags_image("\"1.0\", \"2.0\""));
+    let pass = rt().block_on(run(&desired, &registry));
+    assert_eq!(kinds(&pass.plan), ["copy", "copy"]);
+    assert!(pass.plan.changes[1].why.contains("WARNING: signature check failed"), "{}", pass.plan.changes[1].why);
+    assert_eq!(pass.plan.rejections(), 0);
+    assert_eq!(registry.tags(&format!("{MIRROR}/m/app")).len(), 2, "no signature tag carried");
+}
+
+/// Regression: a copy whose signature cannot be checked (upstream down mid-pass) stays out.
+#[test]
+fn a_required_policy_with_an_unreadable_signature_copies_nothing() {
+    let registry = FakeRegistry::default();
+    registry.push(&format!("{UP}/app"), "1.0", &digest(1));
+    let desired = state("  signatures: {keys: [keys/k.pub]}\n", &tags_image("\"1.0\""));
+    let mut actual = rt().block_on(crate::observe::observe(&desired, &registry));
+    let image = &mut actual.mirror_sets.get_mut("s").unwrap()[0];
+    image.signatures.insert(digest(1), crate::observe::Observed::Unknown("upstream answered HTTP 503".into()));
+    let plan = crate::plan::plan(&desired, &actual);
+    assert!(plan.changes.is_empty(), "{:#?}", plan.changes);
+    assert!(plan.has_unknowns() && plan.rejections() == 0, "{:#?}", plan.notes);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -179,6 +243,8 @@ proptest! {
         policy in prop::sample::select(vec!["update", "keep", "backup"]),
         prune in any::<bool>(),
         rules in any::<bool>(),
+        signed in prop::collection::btree_set(0u32..4, 0..4),
+        checks in any::<bool>(),
     ) {
         let registry = FakeRegistry::default();
         for (tag, n) in &upstream {
@@ -187,12 +253,16 @@ proptest! {
         for (tag, n) in &mirror {
             registry.push(&format!("{MIRROR}/m/app"), tag, &digest(*n));
         }
+        for n in &signed {
+            registry.sign(&format!("{UP}/app"), &digest(*n));
+        }
         let image = if rules {
             format!("    - source: {UP}/app\n      tagRules: {{allow: [\"^[a-c]$\"]}}\n")
         } else {
             tags_image(&upstream.keys().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", "))
         };
-        let desired = state(&format!("  onTagMove: {policy}\n  prune: {prune}\n"), &image);
+        let signatures = if checks { "  signatures: {keys: [keys/k.pub]}\n" } else { "" };
+        let desired = state(&format!("  onTagMove: {policy}\n  prune: {prune}\n{signatures}"), &image);
         let pass = rt().block_on(run(&desired, &registry));
         let failed = pass.outcomes.unwrap().iter().filter(|o| matches!(o.result, crate::plan::render::OutcomeResult::Failed { .. })).count();
         prop_assert_eq!(failed, 0);

@@ -59,7 +59,7 @@ impl Default for Options {
 struct Host {
     name: String,
     settings: HostSettings,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     /// Earliest start of the next request, when requestsPerSecond is set.
     next_start: tokio::sync::Mutex<Instant>,
     credential: OnceCell<Result<Credential, String>>,
@@ -90,6 +90,8 @@ pub struct RegistryClient {
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     /// (registry, repository, operation) pairs oci-client has been authenticated for.
     authenticated: Mutex<HashSet<(String, String, bool)>>,
+    /// The TLS settings oci-client was given, for the signature client built from them.
+    tls: (Vec<String>, Vec<Certificate>),
     pub options: Options,
 }
 
@@ -129,6 +131,7 @@ impl RegistryClient {
                 reqwest::Certificate::from_pem(&c.data).map_err(|e| anyhow::anyhow!("reading a caFile: {e}"))?,
             );
         }
+        let tls = (insecure.clone(), certificates.clone());
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(insecure),
             extra_root_certificates: certificates,
@@ -145,6 +148,7 @@ impl RegistryClient {
             settings,
             hosts: Mutex::new(HashMap::new()),
             authenticated: Mutex::new(HashSet::new()),
+            tls,
             options,
         })
     }
@@ -157,7 +161,7 @@ impl RegistryClient {
                 let settings = self.settings.get(name).cloned().unwrap_or_default();
                 Arc::new(Host {
                     name: name.to_string(),
-                    permits: Semaphore::new(settings.limits.concurrency.max(1) as usize),
+                    permits: Arc::new(Semaphore::new(settings.limits.concurrency.max(1) as usize)),
                     next_start: tokio::sync::Mutex::new(Instant::now()),
                     settings,
                     credential: OnceCell::new(),
@@ -319,6 +323,60 @@ impl RegistryClient {
             ));
         }
         Ok(Some((bytes, digest)))
+    }
+
+    /// A small blob read whole and checked against its digest, or `None`.
+    pub async fn small_blob(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<Option<Bytes>, RegistryError> {
+        self.own(
+            repository,
+            || format!("reading blob {digest} of {repository}"),
+            |t| async move { self.http.small_blob(&t, digest, limit).await },
+        )
+        .await
+    }
+
+    /// The OCI referrers index of `digest`, or `None` when the registry has no referrers API.
+    pub async fn referrers(&self, repository: &Repository, digest: &Digest) -> Result<Option<Bytes>, RegistryError> {
+        self.own(
+            repository,
+            || format!("listing referrers of {repository}@{digest}"),
+            |t| async move { self.http.referrers(&t, digest).await },
+        )
+        .await
+    }
+
+    /// Settings and credentials for sigstore's own registry client, which reads keyless
+    /// signatures for verification, and a permit within the host's limits to hold meanwhile.
+    pub(super) async fn sigstore_access(
+        &self,
+        host: &str,
+    ) -> Result<
+        (sigstore::registry::ClientConfig, sigstore::registry::Auth, tokio::sync::OwnedSemaphorePermit),
+        RegistryError,
+    > {
+        let host = self.host(host);
+        let auth = sigstore::registry::Auth::from(&self.credential(&host).await?.to_oci());
+        let config = sigstore::registry::ClientConfig {
+            protocol: sigstore::registry::ClientProtocol::HttpsExcept(self.tls.0.clone()),
+            extra_root_certificates: self
+                .tls
+                .1
+                .iter()
+                .map(|c| sigstore::registry::Certificate {
+                    encoding: sigstore::registry::CertificateEncoding::Pem,
+                    data: c.data.clone(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        host.pace().await;
+        let permit = host.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+        Ok((config, auth, permit))
     }
 
     /// Every tag of a repository, following pagination; `None` when it does not exist.
@@ -510,7 +568,7 @@ mod tests {
                 limits: Limits { requests_per_second: Some(10.0), concurrency: 8 },
                 ..HostSettings::default()
             },
-            permits: Semaphore::new(8),
+            permits: Arc::new(Semaphore::new(8)),
             next_start: tokio::sync::Mutex::new(Instant::now()),
             credential: OnceCell::new(),
         };

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
-use super::{CopyReport, CopyRequest, ErrorKind, Registry, RegistryError, Resolved};
+use super::{CopyReport, CopyRequest, ErrorKind, Registry, RegistryError, Resolved, Signer, Verdict};
 use crate::desired::{Digest, Platforms, Repository};
 
 #[derive(Debug, Default)]
@@ -18,6 +18,8 @@ struct Inner {
     down: BTreeSet<String>,
     /// Every copy fails as a transient error, as a flaky upstream would.
     failing_copies: bool,
+    /// Digests with a valid signature, wherever their `.sig` tag is.
+    signed: BTreeSet<Digest>,
 }
 
 #[derive(Debug, Default)]
@@ -35,6 +37,13 @@ impl FakeRegistry {
         let mut inner = self.lock();
         inner.tags.entry(repository.to_string()).or_default().insert(tag.to_string(), digest.clone());
         inner.manifests.entry(repository.to_string()).or_default().insert(digest.clone());
+    }
+
+    /// Signs `digest` in `repository`: a `sha256-<hex>.sig` tag that verifies.
+    pub fn sign(&self, repository: &str, digest: &Digest) {
+        let signature = super::manifest::sha256(format!("signature of {digest}").as_bytes());
+        self.push(repository, &super::cosign::attached_tag(digest, "sig"), &signature);
+        self.lock().signed.insert(digest.clone());
     }
 
     /// Takes a host down (every call fails as unreachable) or brings it back.
@@ -122,6 +131,22 @@ impl Registry for FakeRegistry {
         inner.tags.entry(target.clone()).or_default().insert(request.tag.clone(), written.clone());
         inner.manifests.entry(target).or_default().insert(written.clone());
         Ok(CopyReport { written: Some(written), manifests_pushed: 1, ..CopyReport::default() })
+    }
+
+    async fn verify(&self, _set: &str, repository: &Repository, digest: &Digest) -> Result<Verdict, RegistryError> {
+        self.check_up(&repository.host, &format!("checking signatures of {repository}@{digest}"))?;
+        let inner = self.lock();
+        let tag = super::cosign::attached_tag(digest, "sig");
+        let has_tag = inner.tags.get(&repository.to_string()).is_some_and(|t| t.contains_key(&tag));
+        Ok(if has_tag && inner.signed.contains(digest) {
+            Verdict::Verified {
+                signers: vec![Signer::Key { key: "keys/fake.pub".into(), fingerprint: "sha256:fake".into() }],
+            }
+        } else {
+            Verdict::Rejected {
+                reason: format!("not signed: {repository} has no cosign signature for {}", digest.short()),
+            }
+        })
     }
 
     async fn delete(&self, repository: &Repository, digest: &Digest) -> Result<(), RegistryError> {

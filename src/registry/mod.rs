@@ -7,16 +7,19 @@
 pub mod auth;
 pub mod client;
 pub mod copy;
+pub mod cosign;
 pub mod error;
 #[cfg(test)]
 pub mod fake;
 pub mod manifest;
 mod upload;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 pub use client::{Options, RegistryClient};
 pub use copy::{BlobLocations, CopyReport, CopyRequest};
+pub use cosign::{Signer, TrustPolicy, Verdict};
 pub use error::{ErrorKind, RegistryError};
 
 use crate::desired::{Digest, Repository};
@@ -29,6 +32,13 @@ pub struct Resolved {
     pub source_digest: Option<Digest>,
     /// For an index whose manifest was read: the manifests it names.
     pub children: Vec<Digest>,
+}
+
+impl Resolved {
+    /// A digest known without reading anything.
+    pub fn of(digest: Digest) -> Resolved {
+        Resolved { digest, source_digest: None, children: Vec::new() }
+    }
 }
 
 /// The registry operations the pipeline needs.
@@ -52,6 +62,15 @@ pub trait Registry: Send + Sync {
     /// Copies `source@digest` to `target:tag`.
     fn copy(&self, request: &CopyRequest) -> impl Future<Output = Result<CopyReport, RegistryError>> + Send;
 
+    /// Checks the cosign signatures of `repository@digest` against the policy of MirrorSet
+    /// `set`. `Err` when the registry could not be read.
+    fn verify(
+        &self,
+        set: &str,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> impl Future<Output = Result<Verdict, RegistryError>> + Send;
+
     /// Deletes a manifest, and with it every tag pointing at it.
     fn delete(
         &self,
@@ -64,11 +83,13 @@ pub trait Registry: Send + Sync {
 pub struct OciRegistry {
     pub client: RegistryClient,
     blobs: BlobLocations,
+    /// Signature policy per MirrorSet that checks signatures.
+    policies: BTreeMap<String, TrustPolicy>,
 }
 
 impl OciRegistry {
-    pub fn new(client: RegistryClient) -> Self {
-        OciRegistry { client, blobs: BlobLocations::default() }
+    pub fn new(client: RegistryClient, policies: BTreeMap<String, TrustPolicy>) -> Self {
+        OciRegistry { client, blobs: BlobLocations::default(), policies }
     }
 }
 
@@ -102,6 +123,13 @@ impl Registry for OciRegistry {
 
     async fn copy(&self, request: &CopyRequest) -> Result<CopyReport, RegistryError> {
         copy::copy_image(&self.client, &self.blobs, request).await
+    }
+
+    async fn verify(&self, set: &str, repository: &Repository, digest: &Digest) -> Result<Verdict, RegistryError> {
+        match self.policies.get(set) {
+            Some(policy) => cosign::verify(&self.client, policy, repository, digest).await,
+            None => Ok(Verdict::Rejected { reason: format!("MirrorSet {set} has no signature policy loaded") }),
+        }
     }
 
     async fn delete(&self, repository: &Repository, digest: &Digest) -> Result<(), RegistryError> {

@@ -314,6 +314,64 @@ impl Http {
         Ok(Some((bytes, digest)))
     }
 
+    /// A small blob (a signature payload), read whole and checked against its digest; `None`
+    /// when it does not exist. Larger than `limit` bytes is an error, never a large read.
+    pub async fn small_blob(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<Option<Bytes>, RegistryError> {
+        let operation = format!("reading blob {digest} of {}", target.repository);
+        let scope = format!("repository:{}:pull", target.repository.path);
+        let url = target.url(&format!("blobs/{digest}"));
+        let response = self.send(target, &scope, &operation, |c| c.get(&url)).await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => return Ok(None),
+            s if s.is_success() => {}
+            _ => return Err(status_error(&operation, &target.repository.host, response).await),
+        }
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(RegistryError::new(
+                ErrorKind::Permanent,
+                operation,
+                format!("the blob is larger than {limit} bytes, too large for a signature"),
+            ));
+        }
+        let bytes = response.bytes().await.map_err(|e| transport(&operation, &target.repository.host, &e))?;
+        if bytes.len() as u64 > limit || super::manifest::sha256(&bytes) != *digest {
+            return Err(RegistryError::new(
+                ErrorKind::Permanent,
+                operation,
+                format!("{} sent content that does not match the digest", target.repository.host),
+            ));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// The OCI 1.1 referrers of `digest` (an image index), or `None` when the registry does
+    /// not offer the referrers API.
+    pub async fn referrers(&self, target: &Target, digest: &Digest) -> Result<Option<Bytes>, RegistryError> {
+        let operation = format!("listing referrers of {}@{digest}", target.repository);
+        let scope = format!("repository:{}:pull", target.repository.path);
+        let url = target.url(&format!("referrers/{digest}"));
+        let response = self.send(target, &scope, &operation, |c| c.get(&url)).await?;
+        let is_index = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with(super::manifest::OCI_INDEX));
+        match response.status() {
+            // Registries without the API answer 404 (Distribution 2.8), 400 or 405.
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED => Ok(None),
+            s if s.is_success() && is_index => {
+                Ok(Some(response.bytes().await.map_err(|e| transport(&operation, &target.repository.host, &e))?))
+            }
+            s if s.is_success() => Ok(None),
+            _ => Err(status_error(&operation, &target.repository.host, response).await),
+        }
+    }
+
     /// Every tag of a repository, following `Link` pagination; `None` when the repository
     /// does not exist. A later page that fails is an error, never a shorter list.
     pub async fn list_tags(&self, target: &Target) -> Result<Option<Vec<String>>, RegistryError> {
