@@ -7,5 +7,6 @@ mod help;
 mod loader_fuzz;
 mod mirror;
 mod schema;
+mod signatures;
 mod support;
 mod validate;

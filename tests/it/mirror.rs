@@ -8,19 +8,19 @@ use crate::support::proxy::FaultProxy;
 use crate::support::registry::{Options, TestRegistry, Tls};
 use crate::support::token::TokenServer;
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 /// An upstream and a mirror registry, and a desired-state folder naming both.
-struct World {
-    upstream: TestRegistry,
-    mirror: TestRegistry,
-    dir: tempfile::TempDir,
+pub(crate) struct World {
+    pub(crate) upstream: TestRegistry,
+    pub(crate) mirror: TestRegistry,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl World {
-    fn new() -> World {
+    pub(crate) fn new() -> World {
         World {
             upstream: TestRegistry::start(Options::default()),
             mirror: TestRegistry::start(Options::default()),
@@ -28,22 +28,22 @@ impl World {
         }
     }
 
-    fn up(&self) -> Pusher {
+    pub(crate) fn up(&self) -> Pusher {
         Pusher::new(&self.upstream.host, None, None)
     }
 
-    fn mir(&self) -> Pusher {
+    pub(crate) fn mir(&self) -> Pusher {
         Pusher::new(&self.mirror.host, None, None)
     }
 
     /// Writes the desired state: both registries over plain HTTP, and `spec` (the MirrorSet
     /// spec lines after `target`, with UP standing for the upstream host).
-    fn desired(&self, spec: &str) {
+    pub(crate) fn desired(&self, spec: &str) {
         self.desired_via(&self.upstream.host.clone(), spec);
     }
 
     /// As `desired`, reaching upstream at `up` (a proxy in front of it).
-    fn desired_via(&self, up: &str, spec: &str) {
+    pub(crate) fn desired_via(&self, up: &str, spec: &str) {
         let registry = |name: &str, host: &str| {
             format!(
                 "apiVersion: lifeboat.dev/v1alpha1\nkind: Registry\nmetadata: {{name: {name}}}\nspec:\n  host: \"{host}\"\n  insecure: true\n---\n"
@@ -59,7 +59,7 @@ impl World {
         std::fs::write(self.dir.path().join("desired.yaml"), text).unwrap();
     }
 
-    fn run(&self, command: &str, extra: &[&str]) -> (i32, Value, String) {
+    pub(crate) fn run(&self, command: &str, extra: &[&str]) -> (i32, Value, String) {
         let dir = self.dir.path().to_str().unwrap();
         let mut args = vec![command, dir, "-o", "json"];
         if !extra.contains(&"--timeout") {
@@ -71,18 +71,18 @@ impl World {
         (run.code, value, run.stderr)
     }
 
-    fn apply(&self) -> (i32, Value) {
+    pub(crate) fn apply(&self) -> (i32, Value) {
         let (code, value, _) = self.run("apply", &[]);
         (code, value)
     }
 
-    fn plan(&self) -> (i32, Value) {
+    pub(crate) fn plan(&self) -> (i32, Value) {
         let (code, value, _) = self.run("plan", &[]);
         (code, value)
     }
 }
 
-fn change_count(plan: &Value) -> usize {
+pub(crate) fn change_count(plan: &Value) -> usize {
     plan["changes"].as_array().unwrap().len()
 }
 

@@ -77,6 +77,15 @@ impl Pusher {
         digest
     }
 
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Pushes manifest bytes as they are under `reference` (a tag or a digest).
+    pub async fn raw_manifest(&self, repo: &str, reference: &str, body: Vec<u8>, media_type: &str) -> String {
+        self.manifest(repo, reference, body, media_type).await
+    }
+
     async fn manifest(&self, repo: &str, reference: &str, body: Vec<u8>, media_type: &str) -> String {
         let digest = digest_of(&body);
         let r = self.reference(repo, reference);

@@ -119,6 +119,7 @@ impl GitRepo {
     }
 }
 
+pub mod cosign;
 pub mod images;
 pub mod proxy;
 pub mod registry;
