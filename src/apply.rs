@@ -61,7 +61,8 @@ fn repository_of(action: &Action) -> String {
         Action::Copy { target, .. }
         | Action::Backup { target, .. }
         | Action::Prune { target, .. }
-        | Action::Attach { target, .. } => target.to_string(),
+        | Action::Attach { target, .. }
+        | Action::Referrers { target, .. } => target.to_string(),
     }
 }
 
@@ -87,6 +88,46 @@ async fn recheck<R: Registry>(registry: &R, outcome: &mut Outcome) {
         }
     }
     outcome.mirror_verification = Some(verdict);
+}
+
+/// Copies referrer manifests by digest, then (for a mirror without the referrers API) writes
+/// the fallback tag: an index of their descriptors, as OCI 1.1 clients expect it.
+async fn copy_referrers<R: Registry>(
+    registry: &R,
+    source: &crate::desired::Repository,
+    target: &crate::desired::Repository,
+    subject: &crate::desired::Digest,
+    descriptors: &[serde_json::Value],
+    fallback: bool,
+) -> Result<CopyReport, RegistryError> {
+    let mut report = CopyReport::default();
+    for descriptor in descriptors {
+        let Some(digest) = descriptor.get("digest").and_then(|d| d.as_str()).and_then(|d| d.parse().ok()) else {
+            continue;
+        };
+        let request = CopyRequest {
+            source: source.clone(),
+            target: target.clone(),
+            tag: crate::desired::Digest::to_string(&digest),
+            digest,
+            platforms: Platforms::All,
+        };
+        let copied = registry.copy(&request).await?;
+        report.add(&copied);
+    }
+    if fallback {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::registry::manifest::OCI_INDEX,
+            "manifests": descriptors,
+        });
+        let bytes = bytes::Bytes::from(serde_json::to_vec(&index).expect("JSON serializes"));
+        let tag = crate::registry::cosign::attached_tag(subject, "");
+        registry.put_manifest(target, &tag, bytes, crate::registry::manifest::OCI_INDEX).await?;
+        report.manifests_pushed += 1;
+    }
+    report.written = None;
+    Ok(report)
 }
 
 /// Changes to one mirror tag, in order; once one fails the rest are not attempted.
@@ -139,6 +180,9 @@ async fn run<R: Registry>(registry: &R, change: &Change) -> Outcome {
                 platforms: Platforms::All,
             };
             registry.copy(&request).await
+        }
+        Action::Referrers { source, target, subject, descriptors, fallback } => {
+            copy_referrers(registry, source, target, subject, descriptors, *fallback).await
         }
         Action::Prune { target, digest, .. } => registry.delete(target, digest).await.map(|()| CopyReport::default()),
     };

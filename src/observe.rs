@@ -96,6 +96,22 @@ pub struct ImageObservation {
     /// Why attached tags could not be looked at, when they could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attached_unknown: Option<String>,
+    /// OCI referrers upstream lists through the referrers API, per digest that has any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<Referrers>,
+}
+
+/// The referrers of one digest, from an upstream registry that offers the referrers API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Referrers {
+    pub subject: Digest,
+    /// Their descriptors, as the referrers index lists them.
+    pub descriptors: Vec<serde_json::Value>,
+    /// Referrer manifests the mirror does not hold, or `Unknown` when it could not be read.
+    pub missing: Observed<Vec<Digest>>,
+    /// True when the mirror has no referrers API and its fallback tag does not list them all.
+    pub fallback: bool,
 }
 
 /// A tag that belongs to a digest (`sha256-<hex>.sig`, `.att`, `.sbom`, or `sha256-<hex>`).
@@ -275,7 +291,7 @@ async fn observe_image<R: Registry>(
     .collect::<BTreeMap<_, _>>()
     .await;
 
-    let (attached, attached_unknown) = match (&upstream_list, &mirror_list) {
+    let (attached, referrers, attached_unknown) = match (&upstream_list, &mirror_list) {
         (Some(Observed::Present(_)), Some(m)) => {
             let mirror_names: BTreeSet<&String> = match m {
                 Observed::Present(tags) => tags.iter().collect(),
@@ -321,10 +337,12 @@ async fn observe_image<R: Registry>(
             .await;
             let mut found = found;
             found.sort_by(|a, b| a.tag.cmp(&b.tag));
-            (found, None)
+            let (referrers, unknown) =
+                observe_referrers(registry, &image.source, &target, &subjects, &upstream_attached).await;
+            (found, referrers, unknown)
         }
-        (Some(Observed::Unknown(why)), _) => (Vec::new(), Some(why.clone())),
-        _ => (Vec::new(), None),
+        (Some(Observed::Unknown(why)), _) => (Vec::new(), Vec::new(), Some(why.clone())),
+        _ => (Vec::new(), Vec::new(), None),
     };
     ImageObservation {
         source: image.source.clone(),
@@ -338,5 +356,53 @@ async fn observe_image<R: Registry>(
         signatures,
         attached,
         attached_unknown,
+        referrers,
     }
+}
+
+/// Referrers of `subjects` through the upstream referrers API, and what the mirror lacks.
+/// Nothing when upstream has no such API (its fallback tags are attached tags instead).
+async fn observe_referrers<R: Registry>(
+    registry: &R,
+    source: &Repository,
+    target: &Repository,
+    subjects: &BTreeSet<Digest>,
+    upstream_attached: &BTreeSet<String>,
+) -> (Vec<Referrers>, Option<String>) {
+    let mut out = Vec::new();
+    for subject in subjects {
+        let descriptors = match registry.referrers(source, subject).await {
+            Ok(Some(d)) if !d.is_empty() => d,
+            Ok(_) => continue,
+            Err(e) => return (out, Some(e.to_string())),
+        };
+        let digests: Vec<Digest> = descriptors
+            .iter()
+            .filter_map(|d| d.get("digest").and_then(|v| v.as_str()).and_then(|v| v.parse().ok()))
+            .collect();
+        let mut missing = Observed::Present(Vec::new());
+        for digest in &digests {
+            match registry.resolve(target, digest.as_str(), false).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    if let Observed::Present(list) = &mut missing {
+                        list.push(digest.clone());
+                    }
+                }
+                Err(e) => missing = Observed::Unknown(e.to_string()),
+            }
+        }
+        let fallback_tag = attached_tag(subject, "");
+        // Upstream's own fallback tag, when it has one, is copied as it is.
+        let fallback = !upstream_attached.contains(&fallback_tag)
+            && match registry.referrers(target, subject).await {
+                Ok(Some(_)) => false,
+                _ => match registry.resolve(target, &fallback_tag, true).await {
+                    Ok(Some(index)) => !digests.iter().all(|d| index.children.contains(d)),
+                    _ => true,
+                },
+            };
+        out.push(Referrers { subject: subject.clone(), descriptors, missing, fallback });
+    }
+    (out, None)
 }

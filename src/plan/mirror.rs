@@ -201,6 +201,7 @@ fn attach(plan: &mut Plan, name: &str, o: &ImageObservation, carried: &BTreeSet<
     for digest in carried {
         subjects.extend(o.upstream_children.get(digest).into_iter().flatten().cloned());
     }
+    referrers(plan, name, o, &subjects);
     for a in o.attached.iter().filter(|a| subjects.contains(&a.subject)) {
         let subject = format!("{}:{}", o.target, a.tag);
         let Observed::Present(upstream) = &a.upstream else {
@@ -226,6 +227,48 @@ fn attach(plan: &mut Plan, name: &str, o: &ImageObservation, carried: &BTreeSet<
                 target: o.target.clone(),
                 tag: a.tag.clone(),
                 subject: a.subject.clone(),
+            },
+            why,
+        });
+    }
+}
+
+/// Referrers listed by an upstream referrers API that the mirror lacks.
+fn referrers(plan: &mut Plan, name: &str, o: &ImageObservation, subjects: &BTreeSet<Digest>) {
+    for r in o.referrers.iter().filter(|r| subjects.contains(&r.subject)) {
+        let missing = match &r.missing {
+            Observed::Present(m) => m.len(),
+            Observed::Unknown(why) => {
+                note(
+                    plan,
+                    name,
+                    format!("referrers of {}", short(&r.subject)),
+                    format!("not carried: mirror unknown: {why}"),
+                    true,
+                );
+                continue;
+            }
+            Observed::Absent => 0,
+        };
+        if missing == 0 && !r.fallback {
+            continue;
+        }
+        let mut why = format!(
+            "{missing} of {} OCI referrers of {} missing in the mirror",
+            r.descriptors.len(),
+            short(&r.subject)
+        );
+        if r.fallback {
+            why.push_str("; the mirror has no referrers API, so its fallback tag lists them");
+        }
+        plan.changes.push(Change {
+            mirror_set: name.to_string(),
+            action: Action::Referrers {
+                source: o.source.clone(),
+                target: o.target.clone(),
+                subject: r.subject.clone(),
+                descriptors: r.descriptors.clone(),
+                fallback: r.fallback,
             },
             why,
         });

@@ -42,6 +42,15 @@ pub enum Action {
     /// Copy a tag that belongs to a mirrored digest: its cosign signature, attestation or
     /// SBOM (`sha256-<hex>.sig`...), or its OCI referrers fallback tag.
     Attach { source: Repository, digest: Digest, target: Repository, tag: String, subject: Digest },
+    /// Copy the OCI referrers of `subject` (by digest) that upstream lists through its
+    /// referrers API, and, where the mirror has no such API, write its fallback tag.
+    Referrers {
+        source: Repository,
+        target: Repository,
+        subject: Digest,
+        descriptors: Vec<serde_json::Value>,
+        fallback: bool,
+    },
     /// Keep the mirror's current content of a tag under a backup tag, before the tag moves.
     Backup { target: Repository, digest: Digest, tag: String, backup_tag: String },
     /// Delete a mirror tag (by deleting its manifest, which no kept tag shares).
@@ -58,6 +67,9 @@ impl Action {
                 format!("{target}:{tag}")
             }
             Action::Backup { target, tag, .. } => format!("{target}:{tag}"),
+            Action::Referrers { target, subject, .. } => {
+                format!("{target}:{}", crate::registry::cosign::attached_tag(subject, ""))
+            }
         }
     }
 }

@@ -17,12 +17,15 @@ fn describe(action: &Action) -> String {
         }
         Action::Prune { target, tag, digest } => format!("prune {target}:{tag} ({})", digest.short()),
         Action::Attach { source, target, tag, .. } => format!("copy {source}:{tag} → {target}:{tag}"),
+        Action::Referrers { source, target, subject, descriptors, .. } => {
+            format!("copy {} referrers of {source}@{} → {target}", descriptors.len(), subject.short())
+        }
     }
 }
 
 fn sign(action: &Action) -> char {
     match action {
-        Action::Copy { .. } | Action::Attach { .. } => '+',
+        Action::Copy { .. } | Action::Attach { .. } | Action::Referrers { .. } => '+',
         Action::Backup { .. } => '~',
         Action::Prune { .. } => '-',
     }

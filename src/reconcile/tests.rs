@@ -45,6 +45,7 @@ fn kinds(plan: &Plan) -> Vec<&'static str> {
             Action::Backup { .. } => "backup",
             Action::Prune { .. } => "prune",
             Action::Attach { .. } => "attach",
+            Action::Referrers { .. } => "referrers",
         })
         .collect()
 }

@@ -39,7 +39,7 @@ pub struct CopyReport {
 }
 
 impl CopyReport {
-    fn add(&mut self, other: &CopyReport) {
+    pub fn add(&mut self, other: &CopyReport) {
         self.manifests_pushed += other.manifests_pushed;
         self.blobs_copied += other.blobs_copied;
         self.blobs_mounted += other.blobs_mounted;

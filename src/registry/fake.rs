@@ -149,6 +149,27 @@ impl Registry for FakeRegistry {
         })
     }
 
+    async fn referrers(
+        &self,
+        repository: &Repository,
+        _digest: &Digest,
+    ) -> Result<Option<Vec<serde_json::Value>>, RegistryError> {
+        self.check_up(&repository.host, &format!("listing referrers in {repository}"))?;
+        Ok(None)
+    }
+
+    async fn put_manifest(
+        &self,
+        repository: &Repository,
+        tag: &str,
+        bytes: bytes::Bytes,
+        _media_type: &str,
+    ) -> Result<(), RegistryError> {
+        self.check_up(&repository.host, &format!("pushing {repository}:{tag}"))?;
+        self.push(&repository.to_string(), tag, &super::manifest::sha256(&bytes));
+        Ok(())
+    }
+
     async fn delete(&self, repository: &Repository, digest: &Digest) -> Result<(), RegistryError> {
         self.check_up(&repository.host, &format!("deleting {repository}@{digest}"))?;
         let mut inner = self.lock();

@@ -71,6 +71,24 @@ pub trait Registry: Send + Sync {
         digest: &Digest,
     ) -> impl Future<Output = Result<Verdict, RegistryError>> + Send;
 
+    /// The descriptors of the manifests whose `subject` is `digest`, when the registry offers
+    /// the OCI 1.1 referrers API; `None` when it does not (Distribution 2.8), in which case
+    /// the fallback tag `sha256-<hex>` holds them as an index.
+    fn referrers(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> impl Future<Output = Result<Option<Vec<serde_json::Value>>, RegistryError>> + Send;
+
+    /// Stores manifest bytes under `tag` (the referrers fallback index Lifeboat writes).
+    fn put_manifest(
+        &self,
+        repository: &Repository,
+        tag: &str,
+        bytes: bytes::Bytes,
+        media_type: &str,
+    ) -> impl Future<Output = Result<(), RegistryError>> + Send;
+
     /// Deletes a manifest, and with it every tag pointing at it.
     fn delete(
         &self,
@@ -85,11 +103,13 @@ pub struct OciRegistry {
     blobs: BlobLocations,
     /// Signature policy per MirrorSet that checks signatures.
     policies: BTreeMap<String, TrustPolicy>,
+    /// Hosts that answered that they have no referrers API: not asked again in this pass.
+    no_referrers_api: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl OciRegistry {
     pub fn new(client: RegistryClient, policies: BTreeMap<String, TrustPolicy>) -> Self {
-        OciRegistry { client, blobs: BlobLocations::default(), policies }
+        OciRegistry { client, blobs: BlobLocations::default(), policies, no_referrers_api: Default::default() }
     }
 }
 
@@ -130,6 +150,39 @@ impl Registry for OciRegistry {
             Some(policy) => cosign::verify(&self.client, policy, repository, digest).await,
             None => Ok(Verdict::Rejected { reason: format!("MirrorSet {set} has no signature policy loaded") }),
         }
+    }
+
+    async fn referrers(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> Result<Option<Vec<serde_json::Value>>, RegistryError> {
+        if self.no_referrers_api.lock().expect("referrers lock").contains(&repository.host) {
+            return Ok(None);
+        }
+        let Some(bytes) = self.client.referrers(repository, digest).await? else {
+            // A registry with the API answers 200 even when nothing refers to the digest.
+            self.no_referrers_api.lock().expect("referrers lock").insert(repository.host.clone());
+            return Ok(None);
+        };
+        let index: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            RegistryError::new(
+                ErrorKind::Permanent,
+                format!("listing referrers of {repository}@{digest}"),
+                format!("the referrers index is not JSON: {e}"),
+            )
+        })?;
+        Ok(Some(index.get("manifests").and_then(|m| m.as_array()).cloned().unwrap_or_default()))
+    }
+
+    async fn put_manifest(
+        &self,
+        repository: &Repository,
+        tag: &str,
+        bytes: bytes::Bytes,
+        media_type: &str,
+    ) -> Result<(), RegistryError> {
+        self.client.push_manifest(repository, tag, &bytes, media_type).await
     }
 
     async fn delete(&self, repository: &Repository, digest: &Digest) -> Result<(), RegistryError> {

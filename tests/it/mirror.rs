@@ -134,11 +134,15 @@ fn full_sync_preserves_digests_and_a_second_pass_transfers_nothing() {
     assert_eq!(world.upstream.blob_requests(), Vec::<(String, String)>::new());
     assert_eq!(world.mirror.blob_requests(), Vec::<(String, String)>::new());
     // Per pass: one HEAD per tag on each side, one tag list per repository (where signatures
-    // to carry would show), plus oci-client's one `/v2/` probe per repository.
+    // to carry would show), at most one referrers probe per repository, plus oci-client's one
+    // `/v2/` probe per repository.
     for registry in [&world.upstream, &world.mirror] {
         let requests = registry.requests();
         let (probes, rest): (Vec<_>, Vec<_>) = requests.iter().partition(|(_, p)| p == "/v2/");
-        let (lists, lookups): (Vec<_>, Vec<_>) = rest.into_iter().partition(|(_, p)| p.contains("/tags/list"));
+        let (lists, rest): (Vec<_>, Vec<_>) = rest.into_iter().partition(|(_, p)| p.contains("/tags/list"));
+        // Whether upstream offers the OCI referrers API: asked until one answer says no.
+        let (referrers, lookups): (Vec<_>, Vec<_>) = rest.into_iter().partition(|(_, p)| p.contains("/referrers/"));
+        assert!(referrers.len() <= 2 * 3, "{referrers:?}");
         assert!(lookups.iter().all(|(m, _)| m == "HEAD"), "{lookups:?}");
         assert_eq!(lookups.len(), 2 * 3, "{lookups:?}");
         assert_eq!(lists.len(), 2 * 3, "{lists:?}");

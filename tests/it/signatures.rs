@@ -8,8 +8,9 @@ use serde_json::Value;
 
 use crate::mirror::{World, change_count, rt};
 use crate::support::cosign::{Key, SigLayer, Sigstore, attached, cosign_payload, sigstore_payload};
-use crate::support::images::{Pusher, layer};
+use crate::support::images::{OCI_MANIFEST, Pusher, digest_of, layer};
 use crate::support::lifeboat;
+use crate::support::referrers::ReferrersProxy;
 
 /// The notes of a plan that reject an image, by mirror tag.
 fn rejections(plan: &Value) -> BTreeMap<String, String> {
@@ -275,6 +276,65 @@ fn verify_exits_2_when_the_registry_cannot_be_read() {
     ]);
     assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("error:"), "{}", run.stderr);
+}
+
+#[test]
+fn referrers_from_a_registry_with_the_api_reach_a_mirror_without_it() {
+    let world = World::new();
+    let proxy = ReferrersProxy::start(&world.upstream.host);
+    let repo = "vendor/app";
+    let (subject, referrer) = rt().block_on(async {
+        let up = world.up();
+        let (subject, size) = up.image(repo, Some("1.0"), &[layer(1, 1024)], "linux/amd64").await;
+        let config = up.blob(repo, bytes::Bytes::from_static(b"{}")).await;
+        let sbom = bytes::Bytes::from_static(b"{\"spdxVersion\":\"SPDX-2.3\"}");
+        let sbom_size = sbom.len();
+        let sbom_digest = up.blob(repo, sbom).await;
+        let body = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": "application/spdx+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+            "layers": [{"mediaType": "application/spdx+json", "digest": sbom_digest, "size": sbom_size}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": size},
+        }))
+        .unwrap();
+        let size = body.len();
+        let referrer = digest_of(&body);
+        up.raw_manifest(repo, &referrer, body, OCI_MANIFEST).await;
+        proxy.table.lock().unwrap().insert(
+            subject.clone(),
+            vec![serde_json::json!({
+                "mediaType": OCI_MANIFEST,
+                "digest": referrer,
+                "size": size,
+                "artifactType": "application/spdx+json",
+            })],
+        );
+        (subject, referrer)
+    });
+    world.desired_via(&proxy.host, &format!("  images:\n    - source: UP/{repo}\n      tags: [\"1.0\"]\n"));
+    let (code, applied) = world.apply();
+    assert_eq!(code, 0, "{applied:#}");
+    let kinds: Vec<&str> = applied["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["change"]["action"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["copy", "referrers"], "{applied:#}");
+    assert!(!proxy.asked.lock().unwrap().is_empty());
+    let mirror = format!("mirror/{repo}");
+    rt().block_on(async {
+        let mir = world.mir();
+        assert_eq!(mir.digest(&mirror, &referrer).await, Some(referrer.clone()), "the referrer is in the mirror");
+        // Distribution has no referrers API: the fallback tag lists the referrer.
+        let fallback = subject.replacen(':', "-", 1);
+        assert!(mir.tags(&mirror).await.contains(&fallback), "{:?}", mir.tags(&mirror).await);
+    });
+    // The next plan reads the fallback index and finds the referrer listed: nothing to do.
+    let (code, plan) = world.plan();
+    assert_eq!((code, change_count(&plan)), (0, 0), "{plan:#}");
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

@@ -122,6 +122,7 @@ impl GitRepo {
 pub mod cosign;
 pub mod images;
 pub mod proxy;
+pub mod referrers;
 pub mod registry;
 pub mod token;
 
