@@ -481,6 +481,25 @@ mod tests {
     }
 
     #[test]
+    fn the_example_policies_load() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo");
+        let state = crate::desired::load(&crate::desired::DirectorySource::new(&root).unwrap()).unwrap();
+        let policies = policies(&state, |f| Ok(std::fs::read(root.join(f))?)).unwrap();
+        let vendor = &policies["vendor-base"];
+        assert_eq!(vendor.keys.len(), 1);
+        assert!(vendor.keys[0].fingerprint.starts_with("sha256:") && vendor.keys[0].fingerprint.len() == 71);
+    }
+
+    #[test]
+    fn a_policy_names_the_document_and_field_of_an_unusable_key() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo");
+        let state = crate::desired::load(&crate::desired::DirectorySource::new(&root).unwrap()).unwrap();
+        let err = policies(&state, |_| Ok(b"not a key".to_vec())).err().unwrap().to_string();
+        assert!(err.contains("mirrors/runtimes.yaml:") && err.contains("spec.signatures.keys[0]"), "{err}");
+        assert!(err.contains("keys/vendor.pub is not a PEM public key"), "{err}");
+    }
+
+    #[test]
     fn trust_root_needs_a_ca_and_a_log() {
         let err = TrustRoot::from_json("root.json", br#"{"tlogs": []}"#).err().unwrap().to_string();
         assert!(err.contains("no certificate authority"), "{err}");
