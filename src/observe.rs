@@ -344,6 +344,23 @@ async fn observe_image<R: Registry>(
         (Some(Observed::Unknown(why)), _) => (Vec::new(), Vec::new(), Some(why.clone())),
         _ => (Vec::new(), Vec::new(), None),
     };
+    // A signature tag that changed upstream replaces the mirror's only if it passes too.
+    let mut signatures = signatures;
+    if set.signatures.policy != SignaturePolicy::Off {
+        let changed: BTreeSet<Digest> = attached
+            .iter()
+            .filter(|a| a.tag.ends_with(".sig") && !signatures.contains_key(&a.subject))
+            .filter(|a| matches!((&a.upstream, &a.mirror), (Observed::Present(u), Observed::Present(m)) if u != m))
+            .map(|a| a.subject.clone())
+            .collect();
+        for digest in changed {
+            let verdict = match registry.verify(set_name, &image.source, &digest).await {
+                Ok(v) => Observed::Present(v),
+                Err(e) => Observed::Unknown(e.to_string()),
+            };
+            signatures.insert(digest, verdict);
+        }
+    }
     ImageObservation {
         source: image.source.clone(),
         target,
@@ -371,11 +388,19 @@ async fn observe_referrers<R: Registry>(
 ) -> (Vec<Referrers>, Option<String>) {
     let mut out = Vec::new();
     for subject in subjects {
-        let descriptors = match registry.referrers(source, subject).await {
-            Ok(Some(d)) if !d.is_empty() => d,
-            Ok(_) => continue,
+        let listed = match registry.referrers(source, subject).await {
+            Ok(Some(d)) => d,
+            Ok(None) => continue,
             Err(e) => return (out, Some(e.to_string())),
         };
+        // Only descriptors naming a valid digest are carried (and listed in the mirror).
+        let descriptors: Vec<serde_json::Value> = listed
+            .into_iter()
+            .filter(|d| d.get("digest").and_then(|v| v.as_str()).is_some_and(|v| v.parse::<Digest>().is_ok()))
+            .collect();
+        if descriptors.is_empty() {
+            continue;
+        }
         let digests: Vec<Digest> = descriptors
             .iter()
             .filter_map(|d| d.get("digest").and_then(|v| v.as_str()).and_then(|v| v.parse().ok()))
@@ -394,14 +419,25 @@ async fn observe_referrers<R: Registry>(
         }
         let fallback_tag = attached_tag(subject, "");
         // Upstream's own fallback tag, when it has one, is copied as it is.
-        let fallback = !upstream_attached.contains(&fallback_tag)
-            && match registry.referrers(target, subject).await {
+        let fallback = if upstream_attached.contains(&fallback_tag) {
+            false
+        } else {
+            match registry.referrers(target, subject).await {
                 Ok(Some(_)) => false,
-                _ => match registry.resolve(target, &fallback_tag, true).await {
+                Ok(None) => match registry.resolve(target, &fallback_tag, true).await {
                     Ok(Some(index)) => !digests.iter().all(|d| index.children.contains(d)),
-                    _ => true,
+                    Ok(None) => true,
+                    Err(e) => {
+                        missing = Observed::Unknown(e.to_string());
+                        false
+                    }
                 },
-            };
+                Err(e) => {
+                    missing = Observed::Unknown(e.to_string());
+                    false
+                }
+            }
+        };
         out.push(Referrers { subject: subject.clone(), descriptors, missing, fallback });
     }
     (out, None)

@@ -181,13 +181,13 @@ fn plan_image(plan: &mut Plan, name: &str, set: &MirrorSet, selection: &Selectio
             }
         }
     }
-    attach(plan, name, o, &carried);
+    attach(plan, name, set, o, &carried);
 }
 
 /// Copies of the signature, attestation, SBOM and referrers tags of every digest the mirror
 /// holds or receives in this pass (and of the manifests its indexes name) that the mirror
 /// lacks or holds in another version.
-fn attach(plan: &mut Plan, name: &str, o: &ImageObservation, carried: &BTreeSet<Digest>) {
+fn attach(plan: &mut Plan, name: &str, set: &MirrorSet, o: &ImageObservation, carried: &BTreeSet<Digest>) {
     if let Some(why) = &o.attached_unknown {
         note(
             plan,
@@ -215,6 +215,34 @@ fn attach(plan: &mut Plan, name: &str, o: &ImageObservation, carried: &BTreeSet<
             Observed::Unknown(why) => {
                 note(plan, name, subject, format!("not carried: mirror unknown: {why}"), true);
                 continue;
+            }
+            Observed::Present(_) if a.tag.ends_with(".sig") && set.signatures.policy != SignaturePolicy::Off => {
+                // The mirror's signature verifies today: replace it only with one that does too.
+                match o.signatures.get(&a.subject) {
+                    Some(Observed::Present(Verdict::Verified { .. })) => {
+                        format!("{} of {} changed upstream", kind_of(&a.tag), short(&a.subject))
+                    }
+                    Some(Observed::Present(Verdict::Rejected { reason })) => {
+                        let reason =
+                            format!("the mirror keeps its signature: the new one upstream fails the policy: {reason}");
+                        note(plan, name, subject, reason, false);
+                        continue;
+                    }
+                    other => {
+                        let why = match other {
+                            Some(Observed::Unknown(why)) => why.clone(),
+                            _ => "not checked".into(),
+                        };
+                        note(
+                            plan,
+                            name,
+                            subject,
+                            format!("the mirror keeps its signature: the new one upstream could not be checked: {why}"),
+                            true,
+                        );
+                        continue;
+                    }
+                }
             }
             Observed::Present(_) => format!("{} of {} changed upstream", kind_of(&a.tag), short(&a.subject)),
             Observed::Absent => format!("{} of {}", kind_of(&a.tag), short(&a.subject)),

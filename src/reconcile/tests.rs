@@ -219,6 +219,34 @@ fn an_optional_policy_mirrors_with_a_warning_and_copy_false_carries_nothing() {
     assert_eq!(registry.tags(&format!("{MIRROR}/m/app")).len(), 2, "no signature tag carried");
 }
 
+/// Regression: a signature tag that changes upstream to one that fails the policy must not
+/// replace the mirror's working one.
+#[test]
+fn a_changed_upstream_signature_replaces_the_mirrors_only_if_it_passes() {
+    let registry = FakeRegistry::default();
+    let (up, repo) = (format!("{UP}/app"), format!("{MIRROR}/m/app"));
+    let sig = crate::registry::cosign::attached_tag(&digest(1), "sig");
+    registry.push(&up, "1.0", &digest(1));
+    registry.sign(&up, &digest(1));
+    let desired = state("  signatures: {keys: [keys/k.pub]}\n", &tags_image("\"1.0\""));
+    rt().block_on(run(&desired, &registry));
+    let good = registry.tags(&repo)[&sig].clone();
+    registry.push(&up, &sig, &digest(7));
+    registry.set_signature_valid(&digest(1), false);
+    let pass = rt().block_on(run(&desired, &registry));
+    assert!(pass.plan.changes.is_empty(), "{:#?}", pass.plan.changes);
+    assert!(
+        pass.plan.notes.iter().any(|n| n.reason.contains("the mirror keeps its signature")),
+        "{:#?}",
+        pass.plan.notes
+    );
+    assert_eq!(registry.tags(&repo)[&sig], good);
+    registry.set_signature_valid(&digest(1), true);
+    let pass = rt().block_on(run(&desired, &registry));
+    assert_eq!(kinds(&pass.plan), ["attach"]);
+    assert_eq!(registry.tags(&repo)[&sig], digest(7));
+}
+
 /// Regression: a copy whose signature cannot be checked (upstream down mid-pass) stays out.
 #[test]
 fn a_required_policy_with_an_unreadable_signature_copies_nothing() {

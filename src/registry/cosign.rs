@@ -322,7 +322,8 @@ pub async fn verify(
             problems.push(format!("the payload {} of {tag} is missing from the registry", layer_digest.short()));
             continue;
         };
-        match check_layer(policy, digest, layer, &payload, certified.get(&layer.digest)) {
+        let signature = layer.annotations.get(SIGNATURE_ANNOTATION).cloned().unwrap_or_default();
+        match check_layer(policy, digest, layer, &payload, certified.get(&(layer.digest.clone(), signature))) {
             Ok(mut found) => signers.append(&mut found),
             Err(problem) => problems.push(problem),
         }
@@ -419,13 +420,14 @@ fn check_layer(
     Ok(signers)
 }
 
-/// Keyless certificates sigstore trusts for the signature layers of `digest`, by layer digest.
+/// Keyless certificates sigstore trusts for the signature layers of `digest`, by layer digest
+/// and signature (two keyless signatures of one image usually share their payload).
 async fn certificates(
     client: &RegistryClient,
     policy: &TrustPolicy,
     repository: &Repository,
     digest: &Digest,
-) -> Result<HashMap<String, CertificateSignature>, RegistryError> {
+) -> Result<HashMap<(String, String), CertificateSignature>, RegistryError> {
     let operation = format!("checking keyless signatures of {repository}@{digest}");
     let Some(root) = &policy.trust_root else {
         return Ok(HashMap::new());
@@ -460,7 +462,13 @@ async fn certificates(
             )
         })?
         .map_err(|e| RegistryError::new(ErrorKind::Transient, &operation, e.to_string()))?;
-    Ok(layers.into_iter().filter_map(|l| l.certificate_signature.map(|c| (l.oci_digest, c))).collect())
+    Ok(layers
+        .into_iter()
+        .filter_map(|l| {
+            let signature = l.signature.unwrap_or_default();
+            l.certificate_signature.map(|c| ((l.oci_digest, signature), c))
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -46,6 +46,16 @@ impl FakeRegistry {
         self.lock().signed.insert(digest.clone());
     }
 
+    /// Makes every signature of `digest` fail verification (or pass again).
+    pub fn set_signature_valid(&self, digest: &Digest, valid: bool) {
+        let mut inner = self.lock();
+        if valid {
+            inner.signed.insert(digest.clone());
+        } else {
+            inner.signed.remove(digest);
+        }
+    }
+
     /// Takes a host down (every call fails as unreachable) or brings it back.
     pub fn set_down(&self, host: &str, down: bool) {
         let mut inner = self.lock();
