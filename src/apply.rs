@@ -126,7 +126,6 @@ async fn copy_referrers<R: Registry>(
         registry.put_manifest(target, &tag, bytes, crate::registry::manifest::OCI_INDEX).await?;
         report.manifests_pushed += 1;
     }
-    report.written = None;
     Ok(report)
 }
 

@@ -265,32 +265,6 @@ async fn observe_image<R: Registry>(
         })
         .collect();
 
-    // Signatures are checked for what would be copied: upstream digests the mirror tag does
-    // not hold already.
-    let mut to_verify = BTreeSet::new();
-    if set.signatures.policy != SignaturePolicy::Off {
-        for (tag, fact) in &upstream {
-            let Observed::Present(digest) = fact else { continue };
-            let held = matches!(mirror.get(tag), Some(Observed::Present(m)) if m.holds(digest, &set.platforms));
-            if !held {
-                to_verify.insert(digest.clone());
-            }
-        }
-    }
-    let signatures = futures_util::stream::iter(to_verify.into_iter().map(|digest| {
-        let source = &image.source;
-        async move {
-            let verdict = match registry.verify(set_name, source, &digest).await {
-                Ok(v) => Observed::Present(v),
-                Err(e) => Observed::Unknown(e.to_string()),
-            };
-            (digest, verdict)
-        }
-    }))
-    .buffer_unordered(LOOKUPS_IN_FLIGHT)
-    .collect::<BTreeMap<_, _>>()
-    .await;
-
     let (attached, referrers, attached_unknown) = match (&upstream_list, &mirror_list) {
         (Some(Observed::Present(_)), Some(m)) => {
             let mirror_names: BTreeSet<&String> = match m {
@@ -320,14 +294,11 @@ async fn observe_image<R: Registry>(
                 let source = &image.source;
                 let target = &target;
                 async move {
-                    let up =
-                        Observed::from_lookup(registry.resolve(source, &tag, false).await.map(|r| r.map(|r| r.digest)));
+                    let up = digest_at(registry, source, &tag).await;
                     let down = match (mirror_unknown, in_mirror) {
                         (Some(why), _) => Observed::Unknown(why),
                         (None, false) => Observed::Absent,
-                        (None, true) => Observed::from_lookup(
-                            registry.resolve(target, &tag, false).await.map(|r| r.map(|r| r.digest)),
-                        ),
+                        (None, true) => digest_at(registry, target, &tag).await,
                     };
                     AttachedTag { subject, tag, upstream: up, mirror: down }
                 }
@@ -344,23 +315,39 @@ async fn observe_image<R: Registry>(
         (Some(Observed::Unknown(why)), _) => (Vec::new(), Vec::new(), Some(why.clone())),
         _ => (Vec::new(), Vec::new(), None),
     };
-    // A signature tag that changed upstream replaces the mirror's only if it passes too.
-    let mut signatures = signatures;
+    // Signatures are checked for what would be copied: upstream digests the mirror tag does
+    // not hold already, and digests whose signature tag changed upstream (it replaces the
+    // mirror's only if it passes too).
+    let mut to_verify = BTreeSet::new();
     if set.signatures.policy != SignaturePolicy::Off {
-        let changed: BTreeSet<Digest> = attached
-            .iter()
-            .filter(|a| a.tag.ends_with(".sig") && !signatures.contains_key(&a.subject))
-            .filter(|a| matches!((&a.upstream, &a.mirror), (Observed::Present(u), Observed::Present(m)) if u != m))
-            .map(|a| a.subject.clone())
-            .collect();
-        for digest in changed {
-            let verdict = match registry.verify(set_name, &image.source, &digest).await {
+        for (tag, fact) in &upstream {
+            let Observed::Present(digest) = fact else { continue };
+            let held = matches!(mirror.get(tag), Some(Observed::Present(m)) if m.holds(digest, &set.platforms));
+            if !held {
+                to_verify.insert(digest.clone());
+            }
+        }
+        to_verify.extend(
+            attached
+                .iter()
+                .filter(|a| a.tag.ends_with(".sig"))
+                .filter(|a| matches!((&a.upstream, &a.mirror), (Observed::Present(u), Observed::Present(m)) if u != m))
+                .map(|a| a.subject.clone()),
+        );
+    }
+    let signatures = futures_util::stream::iter(to_verify.into_iter().map(|digest| {
+        let source = &image.source;
+        async move {
+            let verdict = match registry.verify(set_name, source, &digest).await {
                 Ok(v) => Observed::Present(v),
                 Err(e) => Observed::Unknown(e.to_string()),
             };
-            signatures.insert(digest, verdict);
+            (digest, verdict)
         }
-    }
+    }))
+    .buffer_unordered(LOOKUPS_IN_FLIGHT)
+    .collect::<BTreeMap<_, _>>()
+    .await;
     ImageObservation {
         source: image.source.clone(),
         target,
@@ -375,6 +362,11 @@ async fn observe_image<R: Registry>(
         attached_unknown,
         referrers,
     }
+}
+
+/// The digest `reference` points at.
+async fn digest_at<R: Registry>(registry: &R, repository: &Repository, reference: &str) -> Observed<Digest> {
+    Observed::from_lookup(registry.resolve(repository, reference, false).await.map(|r| r.map(|r| r.digest)))
 }
 
 /// Referrers of `subjects` through the upstream referrers API, and what the mirror lacks.
@@ -394,17 +386,11 @@ async fn observe_referrers<R: Registry>(
             Err(e) => return (out, Some(e.to_string())),
         };
         // Only descriptors naming a valid digest are carried (and listed in the mirror).
-        let descriptors: Vec<serde_json::Value> = listed
-            .into_iter()
-            .filter(|d| d.get("digest").and_then(|v| v.as_str()).is_some_and(|v| v.parse::<Digest>().is_ok()))
-            .collect();
+        let (digests, descriptors): (Vec<Digest>, Vec<serde_json::Value>) =
+            listed.into_iter().filter_map(|d| Some((d.get("digest")?.as_str()?.parse().ok()?, d))).unzip();
         if descriptors.is_empty() {
             continue;
         }
-        let digests: Vec<Digest> = descriptors
-            .iter()
-            .filter_map(|d| d.get("digest").and_then(|v| v.as_str()).and_then(|v| v.parse().ok()))
-            .collect();
         let mut missing = Observed::Present(Vec::new());
         for digest in &digests {
             match registry.resolve(target, digest.as_str(), false).await {

@@ -46,35 +46,29 @@ fn note(plan: &mut Plan, set: &str, subject: String, reason: String, unknown: bo
 }
 
 /// Whether the signature policy lets `digest` into the mirror: `Ok` with the accepted signers
-/// and a warning for `optional`, or `Err(note)` when it must stay out.
-fn gate(set: &MirrorSet, o: &ImageObservation, digest: &Digest) -> Result<(Vec<Signer>, Option<String>), Note> {
+/// and a warning for `optional`, or `Err((reason, unknown))` when it must stay out.
+fn gate(
+    set: &MirrorSet,
+    o: &ImageObservation,
+    digest: &Digest,
+) -> Result<(Vec<Signer>, Option<String>), (String, bool)> {
     let policy = set.signatures.policy;
     if policy == SignaturePolicy::Off {
         return Ok((Vec::new(), None));
     }
-    let subject = String::new();
-    let blocked = |reason: String, unknown: bool| Note {
-        mirror_set: String::new(),
-        subject: subject.clone(),
-        reason,
-        unknown,
-        rejected: !unknown,
-    };
     match o.signatures.get(digest) {
         Some(Observed::Present(Verdict::Verified { signers })) => Ok((signers.clone(), None)),
         Some(Observed::Present(Verdict::Rejected { reason })) if policy == SignaturePolicy::Optional => {
             Ok((Vec::new(), Some(format!("signature check failed ({reason}); mirrored anyway: policy optional"))))
         }
         Some(Observed::Present(Verdict::Rejected { reason })) => {
-            Err(blocked(format!("not mirrored: {} fails the signature policy: {reason}", digest.short()), false))
+            Err((format!("not mirrored: {} fails the signature policy: {reason}", digest.short()), false))
         }
         Some(Observed::Unknown(why)) if policy == SignaturePolicy::Optional => {
             Ok((Vec::new(), Some(format!("signatures could not be checked ({why}); mirrored anyway: policy optional"))))
         }
-        Some(Observed::Unknown(why)) => {
-            Err(blocked(format!("not mirrored until its signatures can be checked: {why}"), true))
-        }
-        Some(Observed::Absent) | None => Err(blocked("not mirrored: its signatures were not checked".into(), true)),
+        Some(Observed::Unknown(why)) => Err((format!("not mirrored until its signatures can be checked: {why}"), true)),
+        Some(Observed::Absent) | None => Err(("not mirrored: its signatures were not checked".into(), true)),
     }
 }
 
@@ -144,8 +138,8 @@ fn plan_image(plan: &mut Plan, name: &str, set: &MirrorSet, selection: &Selectio
         let (signed_by, warning) = match gate(set, o, upstream) {
             Ok(allowed) => allowed,
             Err(_) if keeps => (Vec::new(), None),
-            Err(blocked) => {
-                plan.notes.push(Note { mirror_set: name.to_string(), subject, ..blocked });
+            Err((reason, unknown)) => {
+                plan.notes.push(Note { mirror_set: name.to_string(), subject, reason, unknown, rejected: !unknown });
                 continue;
             }
         };

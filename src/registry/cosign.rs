@@ -81,7 +81,8 @@ pub struct TrustedKey {
 impl TrustedKey {
     /// Reads a PEM public key (`cosign.pub`): ECDSA P-256/P-384, Ed25519 or RSA.
     pub fn from_pem(name: &str, pem: &[u8]) -> anyhow::Result<TrustedKey> {
-        let der = pem_block(pem, "PUBLIC KEY").ok_or_else(|| {
+        let block = pem::parse_many(pem).ok().and_then(|blocks| blocks.into_iter().find(|b| b.tag() == "PUBLIC KEY"));
+        let der = block.map(|b| b.into_contents()).ok_or_else(|| {
             anyhow::anyhow!(
                 "{name} is not a PEM public key: expected a `-----BEGIN PUBLIC KEY-----` block, as in the cosign.pub \
                  that `cosign generate-key-pair` writes"
@@ -249,18 +250,6 @@ pub fn policies(
         out.insert(name.clone(), policy);
     }
     Ok(out)
-}
-
-/// The DER contents of the first PEM block labelled `label`.
-fn pem_block(pem: &[u8], label: &str) -> Option<Vec<u8>> {
-    use base64::Engine as _;
-    let text = std::str::from_utf8(pem).ok()?;
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = text.find(&begin)? + begin.len();
-    let stop = start + text[start..].find(&end)?;
-    let body: String = text[start..stop].split_whitespace().collect();
-    base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
 #[derive(Deserialize)]

@@ -197,7 +197,10 @@ impl Sigstore {
         let cert = params.signed_by(&leaf_key, &self.ca).unwrap();
         let mut layer = SigLayer::signed(&key, payload);
         layer.annotations.insert("dev.sigstore.cosign/certificate".into(), cert.pem());
-        layer.annotations.insert("dev.sigstore.cosign/chain".into(), pem_of("CERTIFICATE", &self.ca_der));
+        layer.annotations.insert(
+            "dev.sigstore.cosign/chain".into(),
+            pem::encode(&pem::Pem::new("CERTIFICATE", self.ca_der.clone())),
+        );
         layer.annotations.insert("dev.sigstore.cosign/bundle".into(), self.bundle(now.unix_timestamp()));
         layer
     }
@@ -220,12 +223,6 @@ impl Sigstore {
         }))
         .unwrap()
     }
-}
-
-fn pem_of(label: &str, der: &[u8]) -> String {
-    let body = B64.encode(der);
-    let lines: Vec<&str> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
-    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
 }
 
 use sha2::Digest as _;
