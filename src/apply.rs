@@ -17,16 +17,19 @@ pub const TAGS_IN_FLIGHT: usize = 8;
 pub async fn apply<R: Registry>(plan: &Plan, registry: &R) -> Vec<Outcome> {
     let (prunes, writes): (Vec<&Change>, Vec<&Change>) =
         plan.changes.iter().partition(|c| matches!(c.action, Action::Prune { .. }));
-    let mut groups: BTreeMap<String, Vec<&Change>> = BTreeMap::new();
-    for change in writes {
-        groups.entry(change.action.target_tag()).or_default().push(change);
+    let mut groups: BTreeMap<String, Vec<(usize, &Change)>> = BTreeMap::new();
+    for (position, change) in writes.into_iter().enumerate() {
+        groups.entry(change.action.target_tag()).or_default().push((position, change));
     }
-    let mut outcomes: Vec<Outcome> =
+    let mut numbered: Vec<(usize, Outcome)> =
         futures_util::stream::iter(groups.into_values().map(|changes| apply_group(registry, changes)))
             .buffer_unordered(TAGS_IN_FLIGHT)
             .flat_map(futures_util::stream::iter)
             .collect()
             .await;
+    // Reported in plan order, whatever order the groups finished in.
+    numbered.sort_by_key(|(position, _)| *position);
+    let mut outcomes: Vec<Outcome> = numbered.into_iter().map(|(_, outcome)| outcome).collect();
     // Signatures travel as tags of their own, copied alongside: the mirror can only be checked
     // once every copy of the pass is done.
     futures_util::stream::iter(outcomes.iter_mut().map(|o| recheck(registry, o)))
@@ -130,20 +133,23 @@ async fn copy_referrers<R: Registry>(
 }
 
 /// Changes to one mirror tag, in order; once one fails the rest are not attempted.
-async fn apply_group<R: Registry>(registry: &R, changes: Vec<&Change>) -> Vec<Outcome> {
+async fn apply_group<R: Registry>(registry: &R, changes: Vec<(usize, &Change)>) -> Vec<(usize, Outcome)> {
     let mut outcomes = Vec::new();
     let mut failed = false;
-    for change in changes {
+    for (position, change) in changes {
         if failed {
-            outcomes.push(Outcome::new(
-                change,
-                OutcomeResult::Failed { error: "not attempted: an earlier change to this tag failed".into() },
+            outcomes.push((
+                position,
+                Outcome::new(
+                    change,
+                    OutcomeResult::Failed { error: "not attempted: an earlier change to this tag failed".into() },
+                ),
             ));
             continue;
         }
         let outcome = run(registry, change).await;
         failed = matches!(outcome.result, OutcomeResult::Failed { .. });
-        outcomes.push(outcome);
+        outcomes.push((position, outcome));
     }
     outcomes
 }

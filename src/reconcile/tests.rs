@@ -293,8 +293,13 @@ proptest! {
         let signatures = if checks { "  signatures: {keys: [keys/k.pub]}\n" } else { "" };
         let desired = state(&format!("  onTagMove: {policy}\n  prune: {prune}\n{signatures}"), &image);
         let pass = rt().block_on(run(&desired, &registry));
-        let failed = pass.outcomes.unwrap().iter().filter(|o| matches!(o.result, crate::plan::render::OutcomeResult::Failed { .. })).count();
+        let outcomes = pass.outcomes.unwrap();
+        let failed = outcomes.iter().filter(|o| matches!(o.result, crate::plan::render::OutcomeResult::Failed { .. })).count();
         prop_assert_eq!(failed, 0);
+        // Outcomes are reported in plan order (prunes, which the plan lists last, run last).
+        let done: Vec<&crate::plan::Change> = outcomes.iter().map(|o| &o.change).collect();
+        let planned: Vec<&crate::plan::Change> = pass.plan.changes.iter().collect();
+        prop_assert_eq!(done, planned);
         let again = rt().block_on(dry_run(&desired, &registry));
         prop_assert!(again.plan.changes.is_empty(), "{:#?}", again.plan.changes);
     }
