@@ -16,3 +16,4 @@ pub mod plan;
 pub mod reconcile;
 pub mod registry;
 pub mod schema;
+pub mod status;

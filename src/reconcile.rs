@@ -1,5 +1,7 @@
 //! The order of a pass, and the only place that knows it: observe → plan → apply.
 
+use std::collections::BTreeMap;
+
 use tracing::Instrument;
 
 use crate::apply;
@@ -8,6 +10,7 @@ use crate::observe::{self, ActualState};
 use crate::plan::render::Outcome;
 use crate::plan::{self, Plan};
 use crate::registry::Registry;
+use crate::status::SetPass;
 
 /// Everything one pass found and did.
 #[derive(Debug, Clone)]
@@ -16,6 +19,37 @@ pub struct Pass {
     pub plan: Plan,
     /// `None` for a dry run.
     pub outcomes: Option<Vec<Outcome>>,
+}
+
+impl Pass {
+    /// The pass, set by set, as the status report records it.
+    pub fn by_set(
+        &self,
+        started: chrono::DateTime<chrono::Utc>,
+        finished: chrono::DateTime<chrono::Utc>,
+        earlier: &BTreeMap<String, SetPass>,
+    ) -> BTreeMap<String, SetPass> {
+        self.actual
+            .mirror_sets
+            .iter()
+            .map(|(name, observations)| {
+                let outcomes: Vec<Outcome> =
+                    self.outcomes.iter().flatten().filter(|o| o.change.mirror_set == *name).cloned().collect();
+                let mut pass = SetPass {
+                    started,
+                    finished,
+                    observations: observations.clone(),
+                    plan: self.plan.of_set(name),
+                    outcomes,
+                    last_success: earlier.get(name).and_then(|p| p.last_success),
+                };
+                if self.outcomes.is_some() && pass.succeeded() {
+                    pass.last_success = Some(finished);
+                }
+                (name.clone(), pass)
+            })
+            .collect()
+    }
 }
 
 /// Observes and plans, changing nothing.

@@ -107,6 +107,15 @@ impl Plan {
     pub fn rejections(&self) -> usize {
         self.notes.iter().filter(|n| n.rejected).count()
     }
+
+    /// The changes and notes of one MirrorSet (`in_sync` is not split by set, and is 0).
+    pub fn of_set(&self, name: &str) -> Plan {
+        Plan {
+            changes: self.changes.iter().filter(|c| c.mirror_set == name).cloned().collect(),
+            notes: self.notes.iter().filter(|n| n.mirror_set == name).cloned().collect(),
+            in_sync: 0,
+        }
+    }
 }
 
 /// Computes the plan for every MirrorSet.

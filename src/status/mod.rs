@@ -1,0 +1,418 @@
+//! The status report committed back to Git: one file per desired document, an index, and the
+//! DR-readiness report `README.md`. Pure: no I/O and no clock; time comes in with the input.
+//!
+//! Rendering is deterministic. Every time in the output passes through one formatter, so a
+//! second rendering with times masked gives a fingerprint of the content alone: the caller
+//! commits only when that fingerprint changes (or a heartbeat is due), which is also what
+//! keeps a status commit from ever causing another.
+
+mod model;
+mod readme;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use sha2::Digest as _;
+
+pub use model::{Index, MirrorSetStatus, TagState, TagStatus};
+
+use crate::desired::{DesiredState, Diagnostics, Digest};
+use crate::observe::{ImageObservation, Observed};
+use crate::plan::render::{Outcome, OutcomeResult};
+use crate::plan::{Action, Plan};
+use crate::registry::Verdict;
+
+/// The name of the index file inside the status folder.
+pub const INDEX: &str = "lifeboat.yaml";
+
+/// The last pass of one MirrorSet.
+#[derive(Debug, Clone)]
+pub struct SetPass {
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub observations: Vec<ImageObservation>,
+    /// The plan of this set alone.
+    pub plan: Plan,
+    pub outcomes: Vec<Outcome>,
+    /// The end of the last pass of this set that succeeded, this one or an earlier one.
+    pub last_success: Option<DateTime<Utc>>,
+}
+
+impl SetPass {
+    /// Succeeded: nothing failed and everything could be observed. (An image kept out by its
+    /// signature policy is the policy working, and shows as missing, not as a failed sync.)
+    pub fn succeeded(&self) -> bool {
+        !self.plan.has_unknowns() && self.outcomes.iter().all(|o| matches!(o.result, OutcomeResult::Done { .. }))
+    }
+}
+
+/// The desired state the report is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Desired<'a> {
+    /// Valid, and being applied.
+    Valid { state: &'a DesiredState, tree: &'a str },
+    /// The newest desired state is invalid: nothing of it is applied; `last_good` (if any) is
+    /// what the passes still follow.
+    Invalid { diagnostics: &'a Diagnostics, tree: &'a str, last_good: Option<(&'a DesiredState, &'a str)> },
+}
+
+impl<'a> Desired<'a> {
+    fn state(&self) -> Option<&'a DesiredState> {
+        match *self {
+            Desired::Valid { state, .. } => Some(state),
+            Desired::Invalid { last_good, .. } => last_good.map(|(s, _)| s),
+        }
+    }
+
+    fn tree(&self) -> &'a str {
+        match *self {
+            Desired::Valid { tree, .. } | Desired::Invalid { tree, .. } => tree,
+        }
+    }
+}
+
+/// Everything the report is made from.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub desired: Desired<'a>,
+    /// The last pass of each MirrorSet (sets not run yet are absent).
+    pub passes: &'a BTreeMap<String, SetPass>,
+    /// The status files as the branch holds them now (paths relative to the status folder).
+    pub previous: &'a BTreeMap<String, Vec<u8>>,
+    pub now: DateTime<Utc>,
+    /// Names of the alert rules Lifeboat ships.
+    pub alerts: &'a [String],
+}
+
+/// Rendered status files, and the fingerprint of their content without times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub files: BTreeMap<String, Vec<u8>>,
+    pub fingerprint: String,
+}
+
+/// Renders the status; `None` when it says nothing new since `input.previous` and no
+/// heartbeat is due.
+pub fn render_if_changed(input: &Input<'_>, heartbeat: Option<chrono::Duration>) -> Option<Rendered> {
+    let rendered = render(input);
+    let previous = input.previous.get(INDEX).and_then(|b| serde_yaml::from_slice::<Index>(b).ok());
+    if let Some(previous) = previous
+        && previous.fingerprint == rendered.fingerprint
+    {
+        let due = match (heartbeat, DateTime::parse_from_rfc3339(&previous.checked_at)) {
+            (Some(every), Ok(at)) => input.now - at.with_timezone(&Utc) >= every,
+            _ => false,
+        };
+        if !due {
+            return None;
+        }
+    }
+    Some(rendered)
+}
+
+/// Renders the status files.
+pub fn render(input: &Input<'_>) -> Rendered {
+    let masked = Renderer { input, mask: true }.files(String::new());
+    let mut hasher = sha2::Sha256::new();
+    for (path, bytes) in &masked {
+        hasher.update(path.as_bytes());
+        hasher.update([0]);
+        hasher.update(bytes);
+        hasher.update([0]);
+    }
+    let fingerprint = format!("sha256:{:x}", hasher.finalize());
+    let files = Renderer { input, mask: false }.files(fingerprint.clone());
+    Rendered { files, fingerprint }
+}
+
+/// The DR plan's freshness requirement: a successful sync within this time.
+pub const FRESH: chrono::Duration = chrono::Duration::hours(2);
+
+struct Renderer<'a> {
+    input: &'a Input<'a>,
+    mask: bool,
+}
+
+impl Renderer<'_> {
+    fn time(&self, t: DateTime<Utc>) -> String {
+        if self.mask { "-".into() } else { t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) }
+    }
+
+    fn files(&self, fingerprint: String) -> BTreeMap<String, Vec<u8>> {
+        let mut files = BTreeMap::new();
+        let sets = self.mirror_sets();
+        let index = self.index(fingerprint, &sets);
+        if let Some(state) = self.input.desired.state() {
+            for (name, pre) in &state.pre_pull_sets {
+                let doc =
+                    model::NotObserved::new("PrePullSetStatus", name, &pre.origin.file, self.input.desired.tree());
+                files.insert(format!("PrePullSet/{name}.yaml"), yaml(&doc));
+            }
+            for (name, policy) in &state.backup_policies {
+                let doc =
+                    model::NotObserved::new("BackupPolicyStatus", name, &policy.origin.file, self.input.desired.tree());
+                files.insert(format!("BackupPolicy/{name}.yaml"), yaml(&doc));
+            }
+        }
+        let report = readme::render(self, &index, &sets);
+        for (name, status) in &sets {
+            files.insert(format!("MirrorSet/{name}.yaml"), yaml(status));
+        }
+        files.insert(INDEX.into(), yaml(&index));
+        files.insert("README.md".into(), report.into_bytes());
+        files
+    }
+
+    fn index(&self, fingerprint: String, sets: &BTreeMap<String, MirrorSetStatus>) -> Index {
+        let input = self.input;
+        let (valid, diagnostics, applied_tree) = match input.desired {
+            Desired::Valid { tree, .. } => (true, Vec::new(), Some(tree.to_string())),
+            Desired::Invalid { diagnostics, last_good, .. } => {
+                (false, diagnostics.to_string().lines().map(str::to_string).collect(), last_good.map(|(_, t)| t.into()))
+            }
+        };
+        Index {
+            api_version: model::API_VERSION.into(),
+            kind: "LifeboatStatus".into(),
+            desired_tree: input.desired.tree().into(),
+            applied_tree,
+            checked_at: self.time(input.now),
+            fingerprint,
+            desired_state: model::DesiredValidity { valid, diagnostics },
+            mirror_sets: sets
+                .iter()
+                .map(|(name, s)| {
+                    (name.clone(), model::SetSummary { result: s.result, last_success: s.last_success.clone() })
+                })
+                .collect(),
+            registries: self.registries(),
+        }
+    }
+
+    /// Reachability of every registry the last passes looked at: unreachable when any lookup
+    /// there could not be made.
+    fn registries(&self) -> BTreeMap<String, model::RegistryHealth> {
+        let mut health: BTreeMap<String, model::RegistryHealth> = BTreeMap::new();
+        let mut mark = |host: &str, observed: Option<&str>| {
+            let entry =
+                health.entry(host.to_string()).or_insert(model::RegistryHealth { reachable: true, reason: None });
+            if let Some(why) = observed
+                && entry.reachable
+            {
+                entry.reachable = false;
+                entry.reason = Some(why.to_string());
+            }
+        };
+        for pass in self.input.passes.values() {
+            for o in &pass.observations {
+                for up in o.upstream.values() {
+                    mark(&o.source.host, unknown_reason(up));
+                }
+                for m in o.mirror.values() {
+                    mark(&o.target.host, unknown_reason(m));
+                }
+            }
+        }
+        health
+    }
+
+    fn mirror_sets(&self) -> BTreeMap<String, MirrorSetStatus> {
+        let Some(state) = self.input.desired.state() else {
+            return BTreeMap::new();
+        };
+        let tree = match self.input.desired {
+            Desired::Valid { tree, .. } => tree,
+            Desired::Invalid { last_good, tree, .. } => last_good.map_or(tree, |(_, t)| t),
+        };
+        state
+            .mirror_sets
+            .iter()
+            .map(|(name, set)| {
+                let previous = self
+                    .input
+                    .previous
+                    .get(&format!("MirrorSet/{name}.yaml"))
+                    .and_then(|b| serde_yaml::from_slice::<MirrorSetStatus>(b).ok());
+                let status = self.mirror_set(name, set, tree, self.input.passes.get(name), previous.as_ref());
+                (name.clone(), status)
+            })
+            .collect()
+    }
+
+    fn mirror_set(
+        &self,
+        name: &str,
+        set: &crate::desired::MirrorSet,
+        tree: &str,
+        pass: Option<&SetPass>,
+        previous: Option<&MirrorSetStatus>,
+    ) -> MirrorSetStatus {
+        let mut status = MirrorSetStatus::new(name, &set.origin.file, tree);
+        let Some(pass) = pass else {
+            return status;
+        };
+        status.result = if pass.succeeded() { model::SetResult::Succeeded } else { model::SetResult::Failed };
+        status.last_run = Some(self.time(pass.finished));
+        status.last_success = pass.last_success.map(|t| self.time(t));
+        let carried: BTreeMap<(String, String), &TagStatus> = previous
+            .into_iter()
+            .flat_map(|p| &p.images)
+            .flat_map(|image| image.tags.iter().map(move |(tag, t)| ((image.target.clone(), tag.clone()), t)))
+            .collect();
+        for o in &pass.observations {
+            let mut image = model::ImageStatus {
+                source: o.source.to_string(),
+                target: o.target.to_string(),
+                tags: BTreeMap::new(),
+                problem: None,
+            };
+            if let Observed::Unknown(why) = &o.selected {
+                image.problem = Some(format!("upstream tag list unknown: {why}"));
+            }
+            for (tag, upstream) in &o.upstream {
+                let previous = carried.get(&(o.target.to_string(), tag.clone())).copied();
+                let t = self.tag(pass, o, tag, upstream, &set.platforms, previous);
+                status.summary.count(&t);
+                image.tags.insert(tag.clone(), t);
+            }
+            status.images.push(image);
+        }
+        // Signatures, attestations and referrers that failed to copy count too.
+        status.summary.failed += pass
+            .outcomes
+            .iter()
+            .filter(|o| {
+                matches!(o.result, OutcomeResult::Failed { .. }) && !matches!(o.change.action, Action::Copy { .. })
+            })
+            .count();
+        status
+    }
+
+    fn tag(
+        &self,
+        pass: &SetPass,
+        o: &ImageObservation,
+        tag: &str,
+        upstream: &Observed<Digest>,
+        platforms: &crate::desired::Platforms,
+        previous: Option<&TagStatus>,
+    ) -> TagStatus {
+        let subject = format!("{}:{tag}", o.target);
+        let held = match o.mirror.get(tag) {
+            Some(Observed::Present(m)) => Some(m.digest.clone()),
+            _ => None,
+        };
+        let outcome = pass.outcomes.iter().find(
+            |out| matches!(&out.change.action, Action::Copy { target, tag: t, .. } if *target == o.target && t == tag),
+        );
+        let note = pass.plan.notes.iter().find(|n| n.subject == subject);
+        let planned = pass
+            .plan
+            .changes
+            .iter()
+            .find(|c| matches!(&c.action, Action::Copy { target, tag: t, .. } if *target == o.target && t == tag));
+        let mut t = TagStatus {
+            state: TagState::InSync,
+            upstream: match upstream {
+                Observed::Present(d) => Some(d.to_string()),
+                _ => None,
+            },
+            mirror: held.as_ref().map(Digest::to_string),
+            platforms: match platforms {
+                crate::desired::Platforms::All => None,
+                crate::desired::Platforms::Only(p) => Some(p.iter().cloned().collect()),
+            },
+            signer: Vec::new(),
+            last_change: None,
+            reason: None,
+        };
+        match (outcome, planned) {
+            (Some(out), _) => match &out.result {
+                OutcomeResult::Done { report } => {
+                    // The report says what the mirror holds, not what this pass did, so the
+                    // next pass (which copies nothing) renders the same bytes.
+                    t.state = TagState::InSync;
+                    let written = report.written.clone().or_else(|| match &out.change.action {
+                        Action::Copy { digest, .. } => Some(digest.clone()),
+                        _ => None,
+                    });
+                    t.mirror = written.as_ref().map(Digest::to_string);
+                    t.last_change = Some(self.time(self.input.now));
+                    if let Action::Copy { signed_by, .. } = &out.change.action {
+                        t.signer = signed_by.iter().map(ToString::to_string).collect();
+                    }
+                    if let Some(Verdict::Verified { signers }) = &out.mirror_verification {
+                        t.signer = signers.iter().map(ToString::to_string).collect();
+                    }
+                }
+                OutcomeResult::Failed { error } => {
+                    t.state = TagState::Failed;
+                    t.reason = Some(error.clone());
+                }
+            },
+            (None, Some(change)) => {
+                t.state = TagState::Pending;
+                t.reason = Some(change.why.clone());
+            }
+            (None, None) => {
+                if let Some(n) = note {
+                    t.state = if n.rejected {
+                        TagState::Rejected
+                    } else if n.unknown {
+                        TagState::Unknown
+                    } else if held.is_some() {
+                        TagState::Kept
+                    } else {
+                        TagState::Missing
+                    };
+                    t.reason = Some(n.reason.clone());
+                } else if held.is_none() {
+                    t.state = TagState::Missing;
+                }
+            }
+        }
+        // What does not change from pass to pass comes from the previous report while the
+        // mirror holds the same digest: when it last changed, and who signed it.
+        if let Some(p) = previous.filter(|p| p.mirror.is_some() && p.mirror == t.mirror) {
+            if t.last_change.is_none() {
+                t.last_change.clone_from(&p.last_change);
+            }
+            if t.signer.is_empty() {
+                t.signer.clone_from(&p.signer);
+            }
+        }
+        if self.mask {
+            t.last_change = t.last_change.map(|_| "-".into());
+        }
+        t
+    }
+}
+
+fn unknown_reason<T>(o: &Observed<T>) -> Option<&str> {
+    match o {
+        Observed::Unknown(why) => Some(why),
+        _ => None,
+    }
+}
+
+const HEADER: &str = "# Written by Lifeboat after each pass that changes it. Edits are overwritten.\n";
+
+fn yaml<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let mut text = HEADER.to_string();
+    text.push_str(&serde_yaml::to_string(value).expect("status documents serialize"));
+    text.into_bytes()
+}
+
+/// Names of the alerts in a Prometheus rules file (`- alert: Name` lines).
+pub fn alert_names(rules: &str) -> Vec<String> {
+    let names: BTreeSet<String> = rules
+        .lines()
+        .filter_map(|l| l.trim_start().trim_start_matches("- ").strip_prefix("alert:"))
+        .map(|n| n.trim().trim_matches('"').to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests;

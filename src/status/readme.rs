@@ -1,0 +1,264 @@
+//! `status/README.md`: the DR-readiness report. One line per check of the DR plan, each
+//! PASS, FAIL or UNKNOWN with its evidence, then the detail a person needs to act.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::model::{Index, MirrorSetStatus, SetResult, TagState};
+use super::{FRESH, Renderer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Result {
+    Pass,
+    Fail,
+    Unknown,
+}
+
+impl Result {
+    fn label(self) -> &'static str {
+        match self {
+            Result::Pass => "PASS",
+            Result::Fail => "FAIL",
+            Result::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+struct Check {
+    name: &'static str,
+    result: Result,
+    evidence: String,
+}
+
+pub(super) fn render(r: &Renderer<'_>, index: &Index, sets: &BTreeMap<String, MirrorSetStatus>) -> String {
+    let input = r.input;
+    let checks = vec![
+        desired_check(index),
+        mirror_check(r, sets),
+        fresh_check(r, sets),
+        mirrored_check(sets),
+        declared_check(
+            "Pre-pull runs on every node",
+            input.desired.state().map(|s| s.pre_pull_sets.len()),
+            "PrePullSet",
+            "node coverage is not observed by this version of Lifeboat",
+        ),
+        Check {
+            name: "Kubelet image GC at 85 % / 75 % / 48 h",
+            result: Result::Unknown,
+            evidence: "kubelet settings are not observed by this version of Lifeboat".into(),
+        },
+        declared_check(
+            "Air-gapped backups present, under 7 days old, verified",
+            input.desired.state().map(|s| s.backup_policies.len()),
+            "BackupPolicy",
+            "backup archives are not observed by this version of Lifeboat",
+        ),
+        alerts_check(input.alerts),
+    ];
+    let mut out = String::from("# Lifeboat status: DR readiness\n\n");
+    let _ = writeln!(
+        out,
+        "Written by Lifeboat at {} from desired-state tree `{}`. Edits are overwritten.\n",
+        r.time(input.now),
+        short(&index.desired_tree)
+    );
+    let failing = checks.iter().filter(|c| c.result == Result::Fail).count();
+    let unknown = checks.iter().filter(|c| c.result == Result::Unknown).count();
+    let _ = writeln!(
+        out,
+        "**{}** of {} checks pass, {failing} fail, {unknown} unknown.\n",
+        checks.len() - failing - unknown,
+        checks.len()
+    );
+    out.push_str("| Check | Result | Evidence |\n| --- | --- | --- |\n");
+    for c in &checks {
+        let _ = writeln!(out, "| {} | {} | {} |", c.name, c.result.label(), cell(&c.evidence));
+    }
+    if !index.desired_state.diagnostics.is_empty() {
+        out.push_str("\n## The newest desired state is invalid\n\nNothing of it was applied");
+        match &index.applied_tree {
+            Some(tree) => {
+                let _ = write!(out, "; passes follow the last valid tree `{}`", short(tree));
+            }
+            None => out.push_str("; there is no earlier valid desired state to follow"),
+        }
+        out.push_str(". Fix these problems:\n\n```\n");
+        for line in &index.desired_state.diagnostics {
+            let _ = writeln!(out, "{line}");
+        }
+        out.push_str("```\n");
+    }
+    if !sets.is_empty() {
+        out.push_str("\n## MirrorSets\n\n| MirrorSet | Result | Last success | Desired | Mirrored | Missing | Failed | Rejected | Unknown |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+        for (name, s) in sets {
+            let c = &s.summary;
+            let _ = writeln!(
+                out,
+                "| [{name}](MirrorSet/{name}.yaml) | {} | {} | {} | {} | {} | {} | {} | {} |",
+                result_label(s.result),
+                s.last_success.as_deref().unwrap_or("never"),
+                c.desired,
+                c.mirrored,
+                c.missing,
+                c.failed,
+                c.rejected,
+                c.unknown
+            );
+        }
+    }
+    let problems: Vec<String> = sets
+        .iter()
+        .flat_map(|(name, s)| {
+            s.images.iter().flat_map(move |image| {
+                let whole = image.problem.iter().map(move |p| format!("MirrorSet/{name} `{}`: {p}", image.source));
+                let tags = image.tags.iter().filter(|(_, t)| t.state != TagState::InSync).map(move |(tag, t)| {
+                    format!(
+                        "MirrorSet/{name} `{}:{tag}` ({}): {}",
+                        image.target,
+                        t.state.label(),
+                        t.reason.as_deref().unwrap_or("not in the mirror")
+                    )
+                });
+                whole.chain(tags)
+            })
+        })
+        .collect();
+    if !problems.is_empty() {
+        out.push_str("\n## Needs attention\n\n");
+        for p in &problems {
+            let _ = writeln!(out, "- {}", p.replace('\n', " "));
+        }
+    }
+    let unreachable: Vec<_> = index.registries.iter().filter(|(_, h)| !h.reachable).collect();
+    if !unreachable.is_empty() {
+        out.push_str("\n## Registries that could not be reached\n\n");
+        for (host, h) in unreachable {
+            let _ = writeln!(out, "- `{host}`: {}", h.reason.as_deref().unwrap_or("unreachable"));
+        }
+    }
+    out
+}
+
+fn result_label(r: SetResult) -> &'static str {
+    match r {
+        SetResult::NotRunYet => "not run yet",
+        SetResult::Succeeded => "succeeded",
+        SetResult::Failed => "failed",
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// A table cell: one line, no pipes.
+fn cell(text: &str) -> String {
+    text.replace('\n', " ").replace('|', "\\|")
+}
+
+fn desired_check(index: &Index) -> Check {
+    if index.desired_state.valid {
+        Check { name: "Desired state valid", result: Result::Pass, evidence: "every document loads".into() }
+    } else {
+        Check {
+            name: "Desired state valid",
+            result: Result::Fail,
+            evidence: index.desired_state.diagnostics.last().cloned().unwrap_or_else(|| "invalid".into()),
+        }
+    }
+}
+
+fn mirror_check(r: &Renderer<'_>, sets: &BTreeMap<String, MirrorSetStatus>) -> Check {
+    let name = "Mirror runs and is healthy";
+    let mut hosts: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+    for pass in r.input.passes.values() {
+        for o in &pass.observations {
+            let entry = hosts.entry(o.target.host.as_str()).or_insert(None);
+            for m in o.mirror.values() {
+                if let crate::observe::Observed::Unknown(why) = m {
+                    entry.get_or_insert(why);
+                }
+            }
+        }
+    }
+    if hosts.is_empty() {
+        let result = if sets.is_empty() { Result::Pass } else { Result::Unknown };
+        let evidence = if sets.is_empty() { "no MirrorSet declared" } else { "no pass has looked at the mirror yet" };
+        return Check { name, result, evidence: evidence.into() };
+    }
+    let down: Vec<String> = hosts.iter().filter_map(|(h, why)| why.map(|w| format!("`{h}`: {w}"))).collect();
+    if down.is_empty() {
+        let list = hosts.keys().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ");
+        Check { name, result: Result::Pass, evidence: format!("{list} answered every lookup of the last pass") }
+    } else {
+        Check { name, result: Result::Fail, evidence: down.join("; ") }
+    }
+}
+
+fn fresh_check(r: &Renderer<'_>, sets: &BTreeMap<String, MirrorSetStatus>) -> Check {
+    let name = "A sync succeeded within the last 2 hours";
+    if sets.is_empty() {
+        return Check { name, result: Result::Pass, evidence: "no MirrorSet declared".into() };
+    }
+    let mut stale = Vec::new();
+    let mut oldest: Option<chrono::DateTime<chrono::Utc>> = None;
+    for name in sets.keys() {
+        match r.input.passes.get(name).and_then(|p| p.last_success) {
+            Some(t) if r.input.now - t <= FRESH => oldest = Some(oldest.map_or(t, |o| o.min(t))),
+            Some(t) => stale.push(format!("{name} (last success {})", r.time(t))),
+            None => stale.push(format!("{name} (no successful sync yet)")),
+        }
+    }
+    if stale.is_empty() {
+        let at = oldest.map(|t| r.time(t)).unwrap_or_default();
+        Check { name, result: Result::Pass, evidence: format!("every MirrorSet synced; the oldest success is at {at}") }
+    } else {
+        Check { name, result: Result::Fail, evidence: format!("not fresh: {}", stale.join(", ")) }
+    }
+}
+
+fn mirrored_check(sets: &BTreeMap<String, MirrorSetStatus>) -> Check {
+    let name = "Every desired image is in the mirror";
+    let desired: usize = sets.values().map(|s| s.summary.desired).sum();
+    let missing: usize = sets.values().map(|s| s.summary.missing).sum();
+    let unknown: usize = sets.values().map(|s| s.summary.unknown).sum();
+    let not_run = sets.values().filter(|s| s.result == SetResult::NotRunYet).count();
+    if not_run > 0 {
+        return Check { name, result: Result::Unknown, evidence: format!("{not_run} MirrorSet(s) not synced yet") };
+    }
+    if missing == 0 {
+        return Check { name, result: Result::Pass, evidence: format!("{desired} of {desired} tags mirrored") };
+    }
+    let result = if missing == unknown { Result::Unknown } else { Result::Fail };
+    Check {
+        name,
+        result,
+        evidence: format!(
+            "{missing} of {desired} tags not in the mirror ({unknown} could not be looked at); see Needs attention"
+        ),
+    }
+}
+
+fn declared_check(name: &'static str, declared: Option<usize>, kind: &str, why: &str) -> Check {
+    match declared {
+        Some(0) => Check { name, result: Result::Fail, evidence: format!("no {kind} in the desired state") },
+        Some(n) => Check { name, result: Result::Unknown, evidence: format!("{n} {kind}(s) declared; {why}") },
+        None => Check { name, result: Result::Unknown, evidence: "no valid desired state".into() },
+    }
+}
+
+fn alerts_check(alerts: &[String]) -> Check {
+    let name = "Alerts configured";
+    if alerts.is_empty() {
+        return Check { name, result: Result::Fail, evidence: "this build ships no alert rules".into() };
+    }
+    Check {
+        name,
+        result: Result::Unknown,
+        evidence: format!(
+            "deploy/ ships {} (PrometheusRule and rules file); whether Prometheus loaded them is not visible to Lifeboat",
+            alerts.join(", ")
+        ),
+    }
+}

@@ -1,0 +1,219 @@
+//! The status report from passes run against the in-memory registry.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::*;
+use crate::desired::source::MemorySource;
+use crate::desired::{LoadError, load};
+use crate::reconcile;
+use crate::registry::fake::FakeRegistry;
+
+const UP: &str = "up.example";
+const MIRROR: &str = "mirror.example:5000";
+
+fn digest(n: u32) -> Digest {
+    crate::registry::manifest::sha256(format!("image {n}").as_bytes())
+}
+
+fn state() -> DesiredState {
+    let text = format!(
+        "apiVersion: lifeboat.dev/v1alpha1\nkind: MirrorSet\nmetadata: {{name: base}}\nspec:\n  target: {MIRROR}/m\n  signatures: {{keys: [keys/k.pub]}}\n  images:\n    - source: {UP}/app\n      tags: [\"1.0\", \"1.1\", \"2.0\"]\n---\napiVersion: lifeboat.dev/v1alpha1\nkind: PrePullSet\nmetadata: {{name: critical}}\nspec:\n  mirrorSets: [base]\n"
+    );
+    let source = MemorySource {
+        files: BTreeMap::from([("mirrors.yaml".to_string(), text), ("keys/k.pub".to_string(), String::new())]),
+    };
+    match load(&source) {
+        Ok(s) => s,
+        Err(LoadError::Invalid(d)) => panic!("{d}"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn at(hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 2, hour, 0, 0).unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// 1.0 signed and copied; 1.1 unsigned, so rejected; 2.0 absent upstream.
+fn registry() -> FakeRegistry {
+    let registry = FakeRegistry::default();
+    registry.push(&format!("{UP}/app"), "1.0", &digest(1));
+    registry.push(&format!("{UP}/app"), "1.1", &digest(2));
+    registry.sign(&format!("{UP}/app"), &digest(1));
+    registry
+}
+
+fn pass(
+    desired: &DesiredState,
+    registry: &FakeRegistry,
+    when: DateTime<Utc>,
+    earlier: &BTreeMap<String, SetPass>,
+) -> BTreeMap<String, SetPass> {
+    let pass = rt().block_on(reconcile::run(desired, registry));
+    pass.by_set(when, when, earlier)
+}
+
+fn text(files: &BTreeMap<String, Vec<u8>>, path: &str) -> String {
+    String::from_utf8(files[path].clone()).unwrap()
+}
+
+fn alerts() -> Vec<String> {
+    vec!["LifeboatSyncFailing".into(), "LifeboatSyncLagging".into()]
+}
+
+#[test]
+fn a_pass_is_reported_per_image_with_the_dr_checklist() {
+    let desired = state();
+    let registry = registry();
+    let passes = pass(&desired, &registry, at(10), &BTreeMap::new());
+    let previous = BTreeMap::new();
+    let alerts = alerts();
+    let input = Input {
+        desired: Desired::Valid { state: &desired, tree: "0123456789abcdef0123456789abcdef01234567" },
+        passes: &passes,
+        previous: &previous,
+        now: at(10),
+        alerts: &alerts,
+    };
+    let rendered = render(&input);
+    assert_eq!(
+        rendered.files.keys().cloned().collect::<Vec<_>>(),
+        ["MirrorSet/base.yaml", "PrePullSet/critical.yaml", "README.md", "lifeboat.yaml"]
+    );
+    insta::assert_snapshot!("mirror_set", text(&rendered.files, "MirrorSet/base.yaml"));
+    insta::assert_snapshot!("readme", text(&rendered.files, "README.md"));
+    insta::assert_snapshot!("index", text(&rendered.files, INDEX));
+    // The same input renders the same bytes.
+    assert!(render(&input) == rendered);
+}
+
+#[test]
+fn nothing_new_renders_nothing_until_the_heartbeat_is_due() {
+    let desired = state();
+    let registry = registry();
+    let alerts = alerts();
+    let first = pass(&desired, &registry, at(10), &BTreeMap::new());
+    let tree = "0123456789abcdef0123456789abcdef01234567";
+    let none = BTreeMap::new();
+    let input = Input {
+        desired: Desired::Valid { state: &desired, tree },
+        passes: &first,
+        previous: &none,
+        now: at(10),
+        alerts: &alerts,
+    };
+    let written = render_if_changed(&input, None).expect("a first report is always written");
+    // The next pass copies nothing: same content, one hour later.
+    let second = pass(&desired, &registry, at(11), &first);
+    let input = Input { passes: &second, previous: &written.files, now: at(11), ..input };
+    assert!(render_if_changed(&input, None).is_none(), "no commit when only times changed");
+    assert!(render_if_changed(&input, Some(chrono::Duration::hours(2))).is_none(), "heartbeat not due yet");
+    let later = Input { now: at(12), ..input };
+    let beat = render_if_changed(&later, Some(chrono::Duration::hours(2))).expect("heartbeat due after two hours");
+    assert_eq!(beat.fingerprint, written.fingerprint);
+    // What did not change is carried over: when 1.0 was copied, and who signed it.
+    let mirror_set: MirrorSetStatus = serde_yaml::from_slice(&beat.files["MirrorSet/base.yaml"]).unwrap();
+    let tag = &mirror_set.images[0].tags["1.0"];
+    assert_eq!(tag.state, TagState::InSync);
+    assert_eq!(tag.last_change.as_deref(), Some("2026-11-02T10:00:00Z"));
+    assert!(!tag.signer.is_empty(), "{tag:?}");
+    assert_eq!(mirror_set.last_success.as_deref(), Some("2026-11-02T11:00:00Z"));
+}
+
+#[test]
+fn a_change_in_what_is_mirrored_is_new_content() {
+    let desired = state();
+    let registry = registry();
+    let alerts = alerts();
+    let first = pass(&desired, &registry, at(10), &BTreeMap::new());
+    let none = BTreeMap::new();
+    let input = Input {
+        desired: Desired::Valid { state: &desired, tree: "t1" },
+        passes: &first,
+        previous: &none,
+        now: at(10),
+        alerts: &alerts,
+    };
+    let written = render(&input);
+    registry.sign(&format!("{UP}/app"), &digest(2));
+    let second = pass(&desired, &registry, at(11), &first);
+    let input = Input { passes: &second, previous: &written.files, now: at(11), ..input };
+    let next = render_if_changed(&input, None).expect("1.1 is now mirrored");
+    let mirror_set: MirrorSetStatus = serde_yaml::from_slice(&next.files["MirrorSet/base.yaml"]).unwrap();
+    assert_eq!(mirror_set.images[0].tags["1.1"].state, TagState::InSync);
+    assert_eq!(mirror_set.images[0].tags["1.1"].last_change.as_deref(), Some("2026-11-02T11:00:00Z"));
+}
+
+#[test]
+fn an_outage_upstream_is_reported_as_unknown_and_the_sync_as_failed() {
+    let desired = state();
+    let registry = registry();
+    let alerts = alerts();
+    let first = pass(&desired, &registry, at(10), &BTreeMap::new());
+    registry.set_down(UP, true);
+    let second = pass(&desired, &registry, at(11), &first);
+    let none = BTreeMap::new();
+    let input = Input {
+        desired: Desired::Valid { state: &desired, tree: "t1" },
+        passes: &second,
+        previous: &none,
+        now: at(13),
+        alerts: &alerts,
+    };
+    let rendered = render(&input);
+    let index: Index = serde_yaml::from_slice(&rendered.files[INDEX]).unwrap();
+    assert!(!index.registries[UP].reachable);
+    assert!(index.registries[MIRROR].reachable);
+    let mirror_set: MirrorSetStatus = serde_yaml::from_slice(&rendered.files["MirrorSet/base.yaml"]).unwrap();
+    assert_eq!(mirror_set.result, model::SetResult::Failed);
+    assert_eq!(mirror_set.last_success.as_deref(), Some("2026-11-02T10:00:00Z"), "the last success is kept");
+    let tag = &mirror_set.images[0].tags["1.0"];
+    assert_eq!((tag.state, tag.mirror.clone()), (TagState::Unknown, Some(digest(1).to_string())));
+    let readme = text(&rendered.files, "README.md");
+    assert!(readme.contains("| A sync succeeded within the last 2 hours | FAIL |"), "{readme}");
+    assert!(readme.contains("## Registries that could not be reached"), "{readme}");
+}
+
+#[test]
+fn an_invalid_desired_state_is_reported_and_the_last_good_one_followed() {
+    let desired = state();
+    let registry = registry();
+    let alerts = alerts();
+    let passes = pass(&desired, &registry, at(10), &BTreeMap::new());
+    let source = MemorySource {
+        files: BTreeMap::from([(
+            "bad.yaml".to_string(),
+            "apiVersion: lifeboat.dev/v1alpha1\nkind: MirrorSet\nmetadata: {name: x}\nspec: {targett: a}\n".to_string(),
+        )]),
+    };
+    let Err(LoadError::Invalid(diagnostics)) = load(&source) else { panic!("the document is invalid") };
+    let none = BTreeMap::new();
+    let input = Input {
+        desired: Desired::Invalid { diagnostics: &diagnostics, tree: "bad", last_good: Some((&desired, "good")) },
+        passes: &passes,
+        previous: &none,
+        now: at(10),
+        alerts: &alerts,
+    };
+    let rendered = render(&input);
+    let index: Index = serde_yaml::from_slice(&rendered.files[INDEX]).unwrap();
+    assert!(!index.desired_state.valid);
+    assert_eq!((index.desired_tree.as_str(), index.applied_tree.as_deref()), ("bad", Some("good")));
+    assert!(index.desired_state.diagnostics.iter().any(|d| d.contains("bad.yaml")), "{:?}", index.desired_state);
+    let readme = text(&rendered.files, "README.md");
+    assert!(readme.contains("| Desired state valid | FAIL |"), "{readme}");
+    assert!(readme.contains("passes follow the last valid tree `good`"), "{readme}");
+    // The sets of the last good state are still reported.
+    assert!(rendered.files.contains_key("MirrorSet/base.yaml"));
+}
+
+#[test]
+fn alert_names_are_read_from_a_rules_file() {
+    let rules = "groups:\n  - name: lifeboat\n    rules:\n      - alert: LifeboatSyncFailing\n        expr: x\n      - alert: \"LifeboatBackupTooOld\"\n";
+    assert_eq!(alert_names(rules), ["LifeboatBackupTooOld", "LifeboatSyncFailing"]);
+}
