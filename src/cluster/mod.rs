@@ -2,8 +2,12 @@
 //!
 //! It talks to the API server and nothing else: no registry, no Git, no planning. Its
 //! failures are [`ClusterError`]s, classified by what Lifeboat should do about them.
+//! `fake::FakeApiServer` stores objects in memory and answers kube's requests the way an API
+//! server does, for tests without a cluster.
 
 pub mod error;
+#[cfg(test)]
+pub mod fake;
 
 use anyhow::Context as _;
 
