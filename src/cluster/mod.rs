@@ -1,0 +1,34 @@
+//! The Kubernetes API: the only module that uses kube and k8s-openapi.
+//!
+//! Today it holds leader election ([`LeaseLock`]), so that of several replicas only one
+//! applies changes. It talks to the API server and nothing else: no registry, no Git, no
+//! planning. Its failures are [`ClusterError`]s, classified by what Lifeboat should do about
+//! them. `fake::FakeApiServer` stores objects in memory and answers kube's requests the way an
+//! API server does, for tests without a cluster.
+
+pub mod error;
+#[cfg(test)]
+pub mod fake;
+pub mod lease;
+#[cfg(test)]
+mod tests;
+
+use anyhow::Context as _;
+
+pub use error::{ClusterError, ErrorKind};
+pub use lease::{Leadership, LeaseLock};
+
+/// A client for the cluster Lifeboat runs in: the kubeconfig's current context when there is
+/// one (`KUBECONFIG`, then `~/.kube/config`), else the pod's service account.
+pub async fn in_cluster_client() -> anyhow::Result<kube::Client> {
+    // The inference error already names both places it looked and why each failed; its
+    // sources would only repeat them.
+    let config = kube::Config::infer().await.map_err(|e| {
+        anyhow::anyhow!(
+            "finding a Kubernetes cluster: Lifeboat needs a kubeconfig (KUBECONFIG or ~/.kube/config) or to run \
+             in a pod with a service account: {e}"
+        )
+    })?;
+    let cluster = config.cluster_url.to_string();
+    kube::Client::try_from(config).with_context(|| format!("building a Kubernetes client for {cluster}"))
+}
