@@ -1,0 +1,118 @@
+//! Git trees as folders: finding one, and building a tree with one folder replaced or removed
+//! while every other entry keeps its id.
+//!
+//! Works on objects only: new trees go to the repository's object database, never to a ref,
+//! an index or a work tree.
+
+use anyhow::bail;
+use git2::{FileMode, ObjectType, Oid, Repository, Tree};
+
+/// A folder inside a repository, as `/`-separated components relative to the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folder(Vec<String>);
+
+impl Folder {
+    /// Reads `dir/sub`, `/dir/sub/` or `./dir`; `None`, `""`, `"."` and `"/"` are the root.
+    /// Refuses `..` and empty components, which cannot name a folder in a tree.
+    pub fn parse(path: Option<&str>) -> anyhow::Result<Folder> {
+        let path = path.unwrap_or_default().trim_matches('/');
+        let mut components = Vec::new();
+        for component in path.split('/') {
+            match component {
+                "" if path.is_empty() => {}
+                "." => {}
+                "" | ".." => bail!("`{path}` is not a folder path relative to the repository root"),
+                _ => components.push(component.to_string()),
+            }
+        }
+        Ok(Folder(components))
+    }
+
+    /// Where `other` lies relative to this folder, if inside it (the folder itself included).
+    pub fn relative<'a>(&self, other: &'a Folder) -> Option<&'a [String]> {
+        other.0.strip_prefix(self.0.as_slice())
+    }
+}
+
+impl std::fmt::Display for Folder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() { f.write_str("/") } else { f.write_str(&self.0.join("/")) }
+    }
+}
+
+/// The entry at `path` below `root`: `Ok(None)` when absent, an error when a component on the
+/// way is a file.
+pub fn entry_at(repo: &Repository, root: &Tree<'_>, path: &[String]) -> anyhow::Result<Option<(Oid, ObjectType)>> {
+    let mut tree = root.clone();
+    for (i, name) in path.iter().enumerate() {
+        let Some(entry) = tree.get_name(name) else {
+            return Ok(None);
+        };
+        let (id, kind) = (entry.id(), entry.kind().unwrap_or(ObjectType::Any));
+        drop(entry);
+        if i + 1 == path.len() {
+            return Ok(Some((id, kind)));
+        }
+        if kind != ObjectType::Tree {
+            bail!("`{}` is a file, not a folder", path[..=i].join("/"));
+        }
+        tree = repo.find_tree(id)?;
+    }
+    Ok(Some((root.id(), ObjectType::Tree)))
+}
+
+/// The id of `root` with the entry at `path` replaced by the tree `new`, or removed when `new` is
+/// `None`. Folders left empty by a removal disappear; every other entry keeps its id.
+pub fn replace(repo: &Repository, root: Option<&Tree<'_>>, path: &[String], new: Option<Oid>) -> anyhow::Result<Oid> {
+    Ok(match replace_in(repo, root, path, new)? {
+        Some(id) => id,
+        None => repo.treebuilder(None)?.write()?,
+    })
+}
+
+fn replace_in(
+    repo: &Repository,
+    tree: Option<&Tree<'_>>,
+    path: &[String],
+    new: Option<Oid>,
+) -> anyhow::Result<Option<Oid>> {
+    let Some((name, rest)) = path.split_first() else {
+        return Ok(new);
+    };
+    let existing = tree.and_then(|t| t.get_name(name));
+    let replaced = if rest.is_empty() {
+        new
+    } else {
+        let child = match &existing {
+            None => None,
+            Some(entry) if entry.kind() == Some(ObjectType::Tree) => Some(repo.find_tree(entry.id())?),
+            Some(_) => bail!("`{name}` is a file, not a folder"),
+        };
+        replace_in(repo, child.as_ref(), rest, new)?
+    };
+    let mut builder = repo.treebuilder(tree)?;
+    match replaced {
+        Some(id) => {
+            builder.insert(name.as_str(), id, FileMode::Tree.into())?;
+        }
+        None if existing.is_some() => builder.remove(name.as_str())?,
+        None => {}
+    }
+    if builder.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(builder.write()?))
+}
+
+/// The id of `tree`, the content of `folder`, without the folder `excluded` when that lies
+/// inside it. An excluded folder that holds `folder` leaves nothing to read, so it is an error.
+pub fn without(repo: &Repository, tree: &Tree<'_>, folder: &Folder, excluded: &Folder) -> anyhow::Result<Oid> {
+    if excluded.relative(folder).is_some() {
+        bail!("the folder `{folder}` lies inside the excluded folder `{excluded}`");
+    }
+    match folder.relative(excluded) {
+        // A file on the way to the excluded folder means there is nothing to leave out.
+        Some(rest) if matches!(entry_at(repo, tree, rest), Ok(Some(_))) => replace(repo, Some(tree), rest, None),
+        _ => Ok(tree.id()),
+    }
+}
