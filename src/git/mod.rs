@@ -1,9 +1,20 @@
 //! Git, through git2: the only module that touches repositories.
 //!
-//! Today it reads the desired state straight from Git objects at a revision (no checkout), so
-//! `diff` works on bare repositories and shallow CI clones alike. It never writes.
+//! [`TreeSource`] reads the desired state straight from Git objects at a revision (no checkout),
+//! so `diff` works on bare repositories and shallow CI clones alike; it never writes to the
+//! repository. [`Checkout`] keeps a bare clone of the remote that holds the desired state:
+//! it fetches, and exports a commit's files to a folder. Every call here blocks; async callers
+//! use `spawn_blocking`.
+//! No other module uses git2.
 
+mod checkout;
+mod credentials;
+mod known_hosts;
 mod tree;
+mod url;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -14,6 +25,8 @@ use git2::{ObjectType, Repository, TreeWalkMode, TreeWalkResult};
 use crate::desired::source::{is_hidden, is_yaml};
 use crate::desired::{Source, SourceFile};
 
+pub use checkout::{Checkout, Exported};
+pub use credentials::{Credentials, Secret};
 use tree::Folder;
 
 /// The desired-state files of one commit, held in memory.
@@ -38,9 +51,9 @@ impl TreeSource {
     }
 
     /// Like [`TreeSource::read`], leaving out the folder `exclude` (relative to the repository
-    /// root, typically the status folder) when it lies inside `subdir`, from the files and from
-    /// the tree id, so commits that change only that folder keep the id. The id is computed in
-    /// memory: the repository is still not written to.
+    /// root, typically the status folder) when it lies inside `subdir`. The tree id is then the
+    /// one [`Checkout::export`] reports for the same commit; it is computed in memory, so the
+    /// repository is still not written to.
     pub fn read_excluding(
         repo: &Path,
         rev: &str,

@@ -1,10 +1,12 @@
-//! Git trees as folders: finding one, and building a tree with one folder replaced or removed
-//! while every other entry keeps its id.
+//! Git trees as folders: finding one, writing its files out, and building a tree with one
+//! folder replaced or removed while every other entry keeps its id.
 //!
 //! Works on objects only: new trees go to the repository's object database, never to a ref,
 //! an index or a work tree.
 
-use anyhow::bail;
+use std::path::Path;
+
+use anyhow::{Context, bail};
 use git2::{FileMode, ObjectType, Oid, Repository, Tree};
 
 /// A folder inside a repository, as `/`-separated components relative to the root.
@@ -26,6 +28,10 @@ impl Folder {
             }
         }
         Ok(Folder(components))
+    }
+
+    pub fn components(&self) -> &[String] {
+        &self.0
     }
 
     /// Where `other` lies relative to this folder, if inside it (the folder itself included).
@@ -59,6 +65,15 @@ pub fn entry_at(repo: &Repository, root: &Tree<'_>, path: &[String]) -> anyhow::
         tree = repo.find_tree(id)?;
     }
     Ok(Some((root.id(), ObjectType::Tree)))
+}
+
+/// The folder `path` below `root`, if it exists.
+pub fn folder_at<'r>(repo: &'r Repository, root: &Tree<'r>, path: &[String]) -> anyhow::Result<Option<Tree<'r>>> {
+    match entry_at(repo, root, path)? {
+        None => Ok(None),
+        Some((id, ObjectType::Tree)) => Ok(Some(repo.find_tree(id)?)),
+        Some(_) => bail!("`{}` is a file, not a folder", path.join("/")),
+    }
 }
 
 /// The id of `root` with the entry at `path` replaced by the tree `new`, or removed when `new` is
@@ -115,4 +130,32 @@ pub fn without(repo: &Repository, tree: &Tree<'_>, folder: &Folder, excluded: &F
         Some(rest) if matches!(entry_at(repo, tree, rest), Ok(Some(_))) => replace(repo, Some(tree), rest, None),
         _ => Ok(tree.id()),
     }
+}
+
+/// Writes the regular files below `tree` into the folder `dest`, which must exist. Symbolic
+/// links and submodules are left out: a link could point anywhere on this machine.
+pub fn export(repo: &Repository, tree: &Tree<'_>, dest: &Path) -> anyhow::Result<usize> {
+    let mut written = 0;
+    for entry in tree.iter() {
+        let name = entry.name().context("a file name is not UTF-8")?;
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\']) {
+            bail!("the tree holds an entry named `{name}`, which cannot be written safely");
+        }
+        let target = dest.join(name);
+        match (entry.kind(), entry.filemode()) {
+            (Some(ObjectType::Tree), _) => {
+                std::fs::create_dir(&target).with_context(|| format!("creating {}", target.display()))?;
+                written += export(repo, &repo.find_tree(entry.id())?, &target)?;
+            }
+            (Some(ObjectType::Blob), mode)
+                if mode == i32::from(FileMode::Blob) || mode == i32::from(FileMode::BlobExecutable) =>
+            {
+                let blob = repo.find_blob(entry.id())?;
+                std::fs::write(&target, blob.content()).with_context(|| format!("writing {}", target.display()))?;
+                written += 1;
+            }
+            _ => tracing::debug!(path = %target.display(), "leaving out a symbolic link or submodule"),
+        }
+    }
+    Ok(written)
 }
