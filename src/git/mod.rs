@@ -3,13 +3,14 @@
 //! [`TreeSource`] reads the desired state straight from Git objects at a revision (no checkout),
 //! so `diff` works on bare repositories and shallow CI clones alike; it never writes to the
 //! repository. [`Checkout`] keeps a bare clone of the remote that holds the desired state:
-//! it fetches, and exports a commit's files to a folder. Every call here blocks; async callers
-//! use `spawn_blocking`.
+//! it fetches, exports a commit's files to a folder, and publishes the status report with
+//! commits pushed without force. Every call here blocks; async callers use `spawn_blocking`.
 //! No other module uses git2.
 
 mod checkout;
 mod credentials;
 mod known_hosts;
+mod publish;
 mod tree;
 mod url;
 
@@ -27,6 +28,7 @@ use crate::desired::{Source, SourceFile};
 
 pub use checkout::{Checkout, Exported};
 pub use credentials::{Credentials, Secret};
+pub use publish::{Publish, Published};
 use tree::Folder;
 
 /// The desired-state files of one commit, held in memory.

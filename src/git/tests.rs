@@ -1,11 +1,12 @@
-//! Checkout and export against real repositories: a bare "remote" in a temporary
+//! Checkout, export and publish against real repositories: a bare "remote" in a temporary
 //! folder, reached by path or file:// URL, and other clones that push to it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use git2::build::TreeUpdateBuilder;
-use git2::{FileMode, Oid, Repository, Signature};
+use git2::{FileMode, Oid, Repository, Signature, TreeWalkMode, TreeWalkResult};
 
 use super::*;
 
@@ -35,6 +36,33 @@ impl Remote {
 
     fn head(&self, branch: &str) -> Option<Oid> {
         self.repo().refname_to_id(&format!("refs/heads/{branch}")).ok()
+    }
+
+    /// The first-parent history of `branch`, newest first.
+    fn history(&self, branch: &str) -> Vec<Oid> {
+        let repo = self.repo();
+        let mut walk = repo.revwalk().unwrap();
+        walk.push(self.head(branch).unwrap()).unwrap();
+        walk.simplify_first_parent().unwrap();
+        walk.map(Result::unwrap).collect()
+    }
+
+    /// Every file of `branch`, by path.
+    fn files(&self, branch: &str) -> BTreeMap<String, String> {
+        let repo = self.repo();
+        let tree = repo.find_commit(self.head(branch).unwrap()).unwrap().tree().unwrap();
+        let mut files = BTreeMap::new();
+        tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
+            if let Ok(blob) = entry.to_object(&repo).unwrap().into_blob() {
+                files.insert(
+                    format!("{parent}{}", entry.name().unwrap()),
+                    String::from_utf8(blob.content().to_vec()).unwrap(),
+                );
+            }
+            TreeWalkResult::Ok
+        })
+        .unwrap();
+        files
     }
 
     /// From a fresh clone of its own: commits `changes` (a path and new text, or `None` to
@@ -89,6 +117,22 @@ fn checkout(remote: &Remote) -> (tempfile::TempDir, Checkout) {
     let dir = tempfile::tempdir().unwrap();
     let checkout = Checkout::open(&dir.path().join("clone"), &remote.url(), Credentials::default()).unwrap();
     (dir, checkout)
+}
+
+fn request(branch: &str) -> Publish {
+    Publish {
+        branch: branch.to_string(),
+        path: "status".to_string(),
+        author_name: "Lifeboat".to_string(),
+        author_email: "lifeboat@example.invalid".to_string(),
+        message: "Status report".to_string(),
+        attempts: 5,
+        backoff: Duration::ZERO,
+    }
+}
+
+fn files(entries: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+    entries.iter().map(|(path, text)| (path.to_string(), text.as_bytes().to_vec())).collect()
 }
 
 /// Every file below `dir`, by `/`-separated path.
@@ -239,6 +283,170 @@ fn export_of_a_missing_folder_names_it() {
 
     let e = checkout.export(&head, Some("status/MirrorSet"), Some("status"), &dir.path().join("out")).unwrap_err();
     assert!(format!("{e:#}").contains("lies inside the excluded folder `status`"), "{e:#}");
+}
+
+#[test]
+fn publish_commits_exactly_the_status_files() {
+    let remote = seeded();
+    let (_dir, checkout) = checkout(&remote);
+    let before = remote.head("main").unwrap();
+    let mut seen = Vec::new();
+    let published = checkout
+        .publish(&request("main"), |previous| {
+            seen.push(previous.clone());
+            Some(files(&[("summary.yaml", "ok: false\n"), ("MirrorSet/mirrors.yaml", "copied: 3\n")]))
+        })
+        .unwrap();
+    let Published::Committed { commit, attempts: 1 } = published else {
+        panic!("expected one commit on the first try, got {published:?}");
+    };
+    assert_eq!(seen, [files(&[("summary.yaml", "ok: true\n"), ("MirrorSet/old.yaml", "stale: true\n")])]);
+    assert_eq!(remote.head("main").unwrap().to_string(), commit);
+    assert_eq!(remote.history("main")[1], before);
+    assert_eq!(
+        remote.files("main"),
+        text(&[
+            ("README.md", "# desired state\n"),
+            ("desired/mirrors.yaml", "kind: MirrorSet\n"),
+            ("desired/registries/hub.yaml", "kind: Registry\n"),
+            ("status/MirrorSet/mirrors.yaml", "copied: 3\n"),
+            ("status/summary.yaml", "ok: false\n"),
+        ])
+    );
+    let repo = remote.repo();
+    let made = repo.find_commit(Oid::from_str(&commit).unwrap()).unwrap();
+    assert_eq!(made.author().name().unwrap(), "Lifeboat");
+    assert_eq!(made.author().email().unwrap(), "lifeboat@example.invalid");
+    assert_eq!(made.message().unwrap(), "Status report");
+}
+
+#[test]
+fn publishing_the_same_status_again_commits_nothing() {
+    let remote = seeded();
+    let (_dir, checkout) = checkout(&remote);
+    let status = files(&[("summary.yaml", "ok: false\n")]);
+    checkout.publish(&request("main"), |_| Some(status.clone())).unwrap();
+    let head = remote.head("main");
+    assert_eq!(checkout.publish(&request("main"), |_| Some(status.clone())).unwrap(), Published::Unchanged);
+    assert_eq!(checkout.publish(&request("main"), |_| None).unwrap(), Published::Unchanged);
+    assert_eq!(remote.head("main"), head);
+}
+
+#[test]
+fn an_empty_status_removes_the_folder_only() {
+    let remote = seeded();
+    let (_dir, checkout) = checkout(&remote);
+    let published = checkout.publish(&request("main"), |_| Some(BTreeMap::new())).unwrap();
+    assert!(matches!(published, Published::Committed { .. }), "{published:?}");
+    assert_eq!(
+        remote.files("main"),
+        text(&[
+            ("README.md", "# desired state\n"),
+            ("desired/mirrors.yaml", "kind: MirrorSet\n"),
+            ("desired/registries/hub.yaml", "kind: Registry\n"),
+        ])
+    );
+}
+
+#[test]
+fn publish_creates_a_missing_branch() {
+    let remote = seeded();
+    let (_dir, checkout) = checkout(&remote);
+    let main = remote.head("main");
+    let mut request = request("lifeboat-status");
+    request.path = "clusters/prod/status".to_string();
+    let mut seen = Vec::new();
+    let published = checkout
+        .publish(&request, |previous| {
+            seen.push(previous.clone());
+            Some(files(&[("summary.yaml", "ok: true\n")]))
+        })
+        .unwrap();
+    assert!(matches!(published, Published::Committed { attempts: 1, .. }), "{published:?}");
+    assert_eq!(seen, [BTreeMap::new()]);
+    assert_eq!(remote.history("lifeboat-status").len(), 1, "a root commit");
+    assert_eq!(remote.files("lifeboat-status"), text(&[("clusters/prod/status/summary.yaml", "ok: true\n")]));
+    assert_eq!(remote.head("main"), main);
+}
+
+#[test]
+fn publish_to_an_empty_remote_with_nothing_to_say_commits_nothing() {
+    let remote = Remote::new();
+    let (_dir, checkout) = checkout(&remote);
+    assert_eq!(checkout.publish(&request("main"), |_| Some(BTreeMap::new())).unwrap(), Published::Unchanged);
+    assert_eq!(remote.head("main"), None);
+}
+
+/// Regression: another writer pushes between Lifeboat's fetch and its push. The push must be
+/// refused rather than forced, and the retry must keep the other writer's commit.
+#[test]
+fn publish_retries_when_another_writer_pushes_first() {
+    let remote = seeded();
+    let (_dir, checkout) = checkout(&remote);
+    let mut calls = 0;
+    let mut competing = None;
+    let published = checkout
+        .publish(&request("main"), |_previous| {
+            calls += 1;
+            if calls == 1 {
+                competing = Some(remote.push_change(
+                    "main",
+                    &[("desired/mirrors.yaml", Some("kind: MirrorSet # edited meanwhile\n"))],
+                    "edit",
+                ));
+            }
+            Some(files(&[("summary.yaml", "ok: false\n")]))
+        })
+        .unwrap();
+    let Published::Committed { commit, attempts } = published else {
+        panic!("expected a commit, got {published:?}");
+    };
+    assert_eq!((calls, attempts), (2, 2));
+    let history = remote.history("main");
+    assert_eq!(history[0].to_string(), commit);
+    assert_eq!(Some(history[1]), competing, "the competing commit stays, under Lifeboat's");
+    let files = remote.files("main");
+    assert_eq!(files["desired/mirrors.yaml"], "kind: MirrorSet # edited meanwhile\n");
+    assert_eq!(files["status/summary.yaml"], "ok: false\n");
+    assert!(!files.contains_key("status/MirrorSet/old.yaml"));
+}
+
+#[test]
+fn publish_gives_up_after_the_attempts() {
+    let remote = seeded();
+    let (_dir, checkout) = checkout(&remote);
+    let mut request = request("main");
+    request.attempts = 3;
+    let mut calls = 0;
+    let mut last = None;
+    let e = checkout
+        .publish(&request, |_| {
+            calls += 1;
+            last = Some(remote.push_change("main", &[("README.md", Some(&format!("edit {calls}\n")))], "edit"));
+            Some(files(&[("summary.yaml", "ok: false\n")]))
+        })
+        .unwrap_err();
+    let message = format!("{e:#}");
+    assert!(message.starts_with(&format!("publishing status to main of {}", remote.url())), "{message}");
+    assert!(message.contains("rejected 3 times in a row"), "{message}");
+    assert_eq!(calls, 3);
+    assert_eq!(remote.head("main"), last);
+    assert_eq!(remote.files("main")["status/summary.yaml"], "ok: true\n");
+}
+
+#[test]
+fn publish_refuses_paths_outside_the_status_folder() {
+    let remote = seeded();
+    let (_dir, checkout) = checkout(&remote);
+    let head = remote.head("main");
+    for bad in ["../README.md", "a//b", "/abs", ".git/config"] {
+        let e = checkout.publish(&request("main"), |_| Some(files(&[(bad, "x")]))).unwrap_err();
+        assert!(format!("{e:#}").contains("is not a file path relative to the folder"), "{bad}: {e:#}");
+    }
+    let mut root = request("main");
+    root.path = "/".to_string();
+    assert!(checkout.publish(&root, |_| None).is_err());
+    assert_eq!(remote.head("main"), head);
 }
 
 #[test]

@@ -1,9 +1,10 @@
-//! Git trees as folders: finding one, writing its files out, and building a tree with one
-//! folder replaced or removed while every other entry keeps its id.
+//! Git trees as folders: finding one, reading its files, and building a tree with one folder
+//! replaced or removed while every other entry keeps its id.
 //!
 //! Works on objects only: new trees go to the repository's object database, never to a ref,
 //! an index or a work tree.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -28,6 +29,10 @@ impl Folder {
             }
         }
         Ok(Folder(components))
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub fn components(&self) -> &[String] {
@@ -130,6 +135,84 @@ pub fn without(repo: &Repository, tree: &Tree<'_>, folder: &Folder, excluded: &F
         Some(rest) if matches!(entry_at(repo, tree, rest), Ok(Some(_))) => replace(repo, Some(tree), rest, None),
         _ => Ok(tree.id()),
     }
+}
+
+/// Writes a tree holding exactly `files` (paths `/`-separated, relative to the tree), or
+/// returns `None` for no files.
+pub fn write_files(repo: &Repository, files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<Option<Oid>> {
+    let mut root = BTreeMap::new();
+    for (path, bytes) in files {
+        let components: Vec<&str> = path.split('/').collect();
+        if components.iter().any(|c| c.is_empty() || *c == "." || *c == ".." || *c == ".git") {
+            bail!("`{path}` is not a file path relative to the folder");
+        }
+        insert(&mut root, &components, repo.blob(bytes)?)
+            .with_context(|| format!("`{path}` is both a file and a folder"))?;
+    }
+    if root.is_empty() {
+        return Ok(None);
+    }
+    write_folder(repo, &root).map(Some)
+}
+
+/// A folder being built: files by blob id, and folders.
+enum Node {
+    File(Oid),
+    Folder(BTreeMap<String, Node>),
+}
+
+fn insert(folder: &mut BTreeMap<String, Node>, components: &[&str], blob: Oid) -> Option<()> {
+    let (name, rest) = components.split_first()?;
+    if rest.is_empty() {
+        return match folder.insert(name.to_string(), Node::File(blob)) {
+            Some(Node::Folder(_)) => None,
+            _ => Some(()),
+        };
+    }
+    match folder.entry(name.to_string()).or_insert_with(|| Node::Folder(BTreeMap::new())) {
+        Node::Folder(children) => insert(children, rest, blob),
+        Node::File(_) => None,
+    }
+}
+
+fn write_folder(repo: &Repository, folder: &BTreeMap<String, Node>) -> anyhow::Result<Oid> {
+    let mut builder = repo.treebuilder(None)?;
+    for (name, node) in folder {
+        match node {
+            Node::File(blob) => builder.insert(name.as_str(), *blob, FileMode::Blob.into())?,
+            Node::Folder(children) => {
+                builder.insert(name.as_str(), write_folder(repo, children)?, FileMode::Tree.into())?
+            }
+        };
+    }
+    Ok(builder.write()?)
+}
+
+/// Every blob below `tree`, by `/`-separated path.
+pub fn read_files(repo: &Repository, tree: &Tree<'_>) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut files = BTreeMap::new();
+    collect(repo, tree, "", &mut files)?;
+    Ok(files)
+}
+
+fn collect(
+    repo: &Repository,
+    tree: &Tree<'_>,
+    prefix: &str,
+    out: &mut BTreeMap<String, Vec<u8>>,
+) -> anyhow::Result<()> {
+    for entry in tree.iter() {
+        let name = entry.name().with_context(|| format!("a file name in `{prefix}` is not UTF-8"))?;
+        let path = format!("{prefix}{name}");
+        match entry.kind() {
+            Some(ObjectType::Tree) => collect(repo, &repo.find_tree(entry.id())?, &format!("{path}/"), out)?,
+            Some(ObjectType::Blob) => {
+                out.insert(path, repo.find_blob(entry.id())?.content().to_vec());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Writes the regular files below `tree` into the folder `dest`, which must exist. Symbolic
