@@ -74,6 +74,14 @@ pub enum Command {
     /// One failing image does not stop the pass. Exit 0 when everything was done and observed,
     /// 2 when anything failed or could not be observed.
     Apply(ApplyArgs),
+    /// The daemon: follow the desired state, sync each MirrorSet on its schedule, commit status.
+    ///
+    /// Fetches the repository every `--poll` (or at once on `POST /trigger` or a push
+    /// webhook), copies what is missing first, then runs each set on its cron schedule
+    /// (skipping a run while the previous one of that set is still going). Serves /healthz,
+    /// /readyz and /metrics. Stops on SIGTERM, letting running syncs finish within
+    /// `--shutdown-timeout`.
+    Run(RunArgs),
     /// Check the cosign signatures of one image, for incident use.
     ///
     /// Give the signers to accept (`--key`, or `--identity`/`--identity-regex` with `--issuer`
@@ -129,9 +137,11 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct PassArgs {
-    /// Folder holding the desired-state YAML files.
+    /// Folder holding the desired-state YAML files (when no `--repo` is given).
     #[arg(default_value = ".", env = "LIFEBOAT_DIR")]
     pub path: PathBuf,
+    #[command(flatten)]
+    pub git: GitArgs,
     /// Longest wait for one registry request, and for any read during a blob transfer.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "LIFEBOAT_TIMEOUT")]
     pub timeout: std::time::Duration,
@@ -140,13 +150,105 @@ pub struct PassArgs {
     pub retries: u32,
 }
 
+/// Where the desired state comes from when it lives in Git.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Desired state from Git")]
+pub struct GitArgs {
+    /// Git repository holding the desired state: a path, `file://`, `https://`, `ssh://` or
+    /// `user@host:path` URL. Without it, the desired state is read from PATH.
+    #[arg(long = "repo", value_name = "URL", env = "LIFEBOAT_REPO")]
+    pub url: Option<String>,
+    /// Branch to follow.
+    #[arg(long, default_value = "main", env = "LIFEBOAT_BRANCH")]
+    pub branch: String,
+    /// Folder of the desired state inside the repository (default: the whole repository).
+    #[arg(long = "path", value_name = "DIR", env = "LIFEBOAT_PATH")]
+    pub subdir: Option<String>,
+    /// User name for https (default `x-access-token` when only a password or token is given).
+    #[arg(long, env = "LIFEBOAT_GIT_USERNAME")]
+    pub git_username: Option<String>,
+    /// File holding the https password or access token (or set LIFEBOAT_GIT_PASSWORD).
+    #[arg(long, value_name = "FILE", env = "LIFEBOAT_GIT_PASSWORD_FILE")]
+    pub git_password_file: Option<PathBuf>,
+    /// Private key for ssh remotes.
+    #[arg(long, value_name = "FILE", env = "LIFEBOAT_GIT_SSH_KEY")]
+    pub git_ssh_key: Option<PathBuf>,
+    /// known_hosts file the ssh remote's host key must be listed in.
+    #[arg(long, value_name = "FILE", env = "LIFEBOAT_GIT_KNOWN_HOSTS")]
+    pub git_known_hosts: Option<PathBuf>,
+    /// Folder for the local clone (default: a temporary folder, removed at exit).
+    #[arg(long, value_name = "DIR", env = "LIFEBOAT_CHECKOUT_DIR")]
+    pub checkout_dir: Option<PathBuf>,
+}
+
+/// Where and how the status report is committed.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Status written back to Git")]
+pub struct StatusArgs {
+    /// Branch the status is committed to (default: the branch followed).
+    #[arg(long, env = "LIFEBOAT_STATUS_BRANCH")]
+    pub status_branch: Option<String>,
+    /// Folder of the status report in the repository; nothing outside it is ever changed.
+    #[arg(long, default_value = "status", env = "LIFEBOAT_STATUS_PATH")]
+    pub status_path: String,
+    /// Author and committer of status commits, `Name <email>`.
+    #[arg(long, default_value = "Lifeboat <lifeboat@localhost>", env = "LIFEBOAT_STATUS_AUTHOR")]
+    pub status_author: String,
+    /// Message of status commits.
+    #[arg(long, default_value = "Lifeboat status", env = "LIFEBOAT_STATUS_MESSAGE")]
+    pub status_message: String,
+    /// Commit the status at least this often even when nothing changed, so its times stay
+    /// fresh (such as `1h`; default: only when something changed).
+    #[arg(long, value_parser = humantime::parse_duration, env = "LIFEBOAT_HEARTBEAT")]
+    pub heartbeat: Option<std::time::Duration>,
+    /// Do not commit the status (read-only Git credentials).
+    #[arg(long, env = "LIFEBOAT_NO_STATUS")]
+    pub no_status: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     #[command(flatten)]
     pub pass: PassArgs,
+    #[command(flatten)]
+    pub status: StatusArgs,
     /// Print the plan and change nothing (the same as `lifeboat plan`).
     #[arg(long, env = "LIFEBOAT_DRY_RUN")]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub pass: PassArgs,
+    #[command(flatten)]
+    pub status: StatusArgs,
+    /// Address of the HTTP endpoints (/healthz, /readyz, /metrics, /trigger, /webhook).
+    #[arg(long, default_value = "127.0.0.1:9477", env = "LIFEBOAT_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// How often to fetch the desired state.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration, env = "LIFEBOAT_POLL")]
+    pub poll: std::time::Duration,
+    /// File holding the bearer token that authorizes `POST /trigger`.
+    #[arg(long, value_name = "FILE", env = "LIFEBOAT_TRIGGER_TOKEN_FILE")]
+    pub trigger_token_file: Option<PathBuf>,
+    /// File holding the secret of the Git push webhook (`POST /webhook`; GitHub
+    /// X-Hub-Signature-256 or GitLab X-Gitlab-Token).
+    #[arg(long, value_name = "FILE", env = "LIFEBOAT_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// On SIGTERM, how long running syncs may take to finish before they are stopped.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "LIFEBOAT_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: std::time::Duration,
+    /// Name of a Kubernetes Lease: with several replicas only its holder applies. Without it,
+    /// Lifeboat runs alone and needs no Kubernetes.
+    #[arg(long, env = "LIFEBOAT_LEASE")]
+    pub lease: Option<String>,
+    /// Namespace of the Lease (default: the pod's namespace, from POD_NAMESPACE).
+    #[arg(long, env = "LIFEBOAT_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// A folder on the mirror registry's storage filesystem, for the storage metrics.
+    #[arg(long, value_name = "DIR", env = "LIFEBOAT_STORAGE_PATH")]
+    pub storage_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

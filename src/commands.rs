@@ -13,6 +13,7 @@ use crate::plan::Plan;
 use crate::plan::render;
 use crate::reconcile;
 use crate::registry::{OciRegistry, Options, RegistryClient, TrustPolicy, Verdict};
+use crate::repo::{Repo, Snapshot};
 
 /// Exit codes shared by every command.
 pub mod exit {
@@ -130,11 +131,39 @@ fn load_folder(path: &std::path::Path, output: Output) -> anyhow::Result<Option<
     }
 }
 
-fn registry(args: &PassArgs, state: &DesiredState) -> anyhow::Result<OciRegistry> {
-    let options = Options { timeout: args.timeout, retries: args.retries, ..Options::default() };
-    let root = args.path.clone();
+/// The registry client and signature policies of a desired state whose files live in `root`.
+pub fn registry_for(
+    root: &std::path::Path,
+    state: &DesiredState,
+    timeout: std::time::Duration,
+    retries: u32,
+) -> anyhow::Result<OciRegistry> {
+    let options = Options { timeout, retries, ..Options::default() };
     let policies = crate::registry::cosign::policies(state, |file| Ok(std::fs::read(root.join(file))?))?;
-    Ok(OciRegistry::new(RegistryClient::new(state, Some(args.path.clone()), options)?, policies))
+    Ok(OciRegistry::new(RegistryClient::new(state, Some(root.to_path_buf()), options)?, policies))
+}
+
+/// Fetches and loads the desired state, printing its diagnostics when it is invalid.
+fn fetch(
+    repo: &Repo,
+    rt: &tokio::runtime::Runtime,
+    output: Output,
+) -> anyhow::Result<(Snapshot, Option<DesiredState>)> {
+    let snapshot = rt.block_on(repo.fetch())?;
+    let state = match &snapshot.loaded {
+        Ok(state) => {
+            if !state.warnings.is_empty() {
+                eprint!("{}", diagnostics_text(&state.warnings, Output::Human, None));
+            }
+            Some(state.clone())
+        }
+        Err(diags) => {
+            eprint!("{}", diagnostics_text(diags, output, snapshot.commit.as_deref()));
+            eprintln!("nothing was done: fix the desired state first");
+            None
+        }
+    };
+    Ok((snapshot, state))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -160,11 +189,13 @@ fn plan_exit(plan: &Plan) -> u8 {
 }
 
 pub fn plan(args: &PassArgs, output: Output) -> anyhow::Result<u8> {
-    let Some(state) = load_folder(&args.path, output)? else {
+    let repo = Repo::new(&args.path, &args.git, None)?;
+    let rt = runtime()?;
+    let (snapshot, Some(state)) = fetch(&repo, &rt, output)? else {
         return Ok(exit::ERROR);
     };
-    let registry = registry(args, &state)?;
-    let pass = runtime()?.block_on(reconcile::dry_run(&state, &registry));
+    let registry = registry_for(&snapshot.root, &state, args.timeout, args.retries)?;
+    let pass = rt.block_on(reconcile::dry_run(&state, &registry));
     print_plan(&pass.plan, output)?;
     Ok(plan_exit(&pass.plan))
 }
@@ -173,11 +204,26 @@ pub fn apply(args: &ApplyArgs, output: Output) -> anyhow::Result<u8> {
     if args.dry_run {
         return plan(&args.pass, output);
     }
-    let Some(state) = load_folder(&args.pass.path, output)? else {
+    let repo = Repo::new(&args.pass.path, &args.pass.git, Some(&args.status))?;
+    let rt = runtime()?;
+    let (snapshot, state) = fetch(&repo, &rt, output)?;
+    let heartbeat = args.status.heartbeat.and_then(|h| chrono::Duration::from_std(h).ok());
+    let alerts = crate::daemon::shipped_alerts();
+    let Some(state) = state else {
+        // The report says what is wrong; nothing is applied.
+        let invalid = crate::daemon::StatusInput {
+            applied: None,
+            invalid: snapshot.loaded.err().map(|d| (d, snapshot.tree.clone())),
+            passes: Default::default(),
+            alerts,
+        };
+        publish(&repo, &rt, invalid, heartbeat)?;
         return Ok(exit::ERROR);
     };
-    let registry = registry(&args.pass, &state)?;
-    let pass = runtime()?.block_on(reconcile::run(&state, &registry));
+    let registry = registry_for(&snapshot.root, &state, args.pass.timeout, args.pass.retries)?;
+    let started = chrono::Utc::now();
+    let pass = rt.block_on(reconcile::run(&state, &registry));
+    let passes = pass.by_set(started, chrono::Utc::now(), &Default::default());
     let outcomes = pass.outcomes.unwrap_or_default();
     let totals = render::totals(&outcomes);
     write_out(&match output {
@@ -188,8 +234,40 @@ pub fn apply(args: &ApplyArgs, output: Output) -> anyhow::Result<u8> {
         })),
         Output::Human | Output::Markdown => render::outcomes_human(&pass.plan, &outcomes),
     })?;
+    let report = crate::daemon::StatusInput {
+        applied: Some((std::sync::Arc::new(state), snapshot.tree.clone())),
+        invalid: None,
+        passes,
+        alerts,
+    };
+    publish(&repo, &rt, report, heartbeat)?;
     let problems = totals.failed > 0 || pass.plan.has_unknowns() || pass.plan.rejections() > 0;
     Ok(if problems { exit::ERROR } else { exit::OK })
+}
+
+/// Commits the status when the repo publishes it, saying so on stderr.
+fn publish(
+    repo: &Repo,
+    rt: &tokio::runtime::Runtime,
+    report: crate::daemon::StatusInput,
+    heartbeat: Option<chrono::Duration>,
+) -> anyhow::Result<()> {
+    if !repo.publishes() {
+        return Ok(());
+    }
+    let now = chrono::Utc::now();
+    match rt
+        .block_on(repo.publish(Box::new(move |previous| report.render(previous, now, heartbeat).map(|r| r.files))))?
+    {
+        Some(crate::git::Published::Committed { commit, .. }) => eprintln!("status committed: {commit}"),
+        _ => eprintln!("status unchanged: no commit"),
+    }
+    Ok(())
+}
+
+pub fn run(args: &crate::cli::RunArgs) -> anyhow::Result<u8> {
+    let local = tokio::task::LocalSet::new();
+    runtime()?.block_on(local.run_until(crate::daemon::run(args)))
 }
 
 /// Builds the signers `lifeboat verify` accepts from its flags, or from a MirrorSet.

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Command::Diff(args) => commands::diff(args, output),
         Command::Plan(args) => commands::plan(args, output),
         Command::Apply(args) => commands::apply(args, output),
+        Command::Run(args) => commands::run(args),
         Command::Verify(args) => commands::verify(args, output),
         Command::Schema => commands::schema(),
     };

@@ -60,6 +60,16 @@ pub async fn dry_run<R: Registry>(desired: &DesiredState, registry: &R) -> Pass 
     Pass { actual, plan, outcomes: None }
 }
 
+/// The first pass after start-up: only the copies of tags the mirror does not hold at all,
+/// before anything else (moved tags, signatures, prunes), so an empty or damaged mirror
+/// becomes usable as early as possible. A full pass follows.
+pub async fn run_missing_first<R: Registry>(desired: &DesiredState, registry: &R) -> Pass {
+    let mut pass = dry_run(desired, registry).await;
+    pass.plan = pass.plan.only_missing(&pass.actual);
+    pass.outcomes = Some(apply::apply(&pass.plan, registry).instrument(tracing::info_span!("apply")).await);
+    pass
+}
+
 /// One full pass: observe, plan, apply.
 pub async fn run<R: Registry>(desired: &DesiredState, registry: &R) -> Pass {
     let mut pass = dry_run(desired, registry).await;

@@ -6,6 +6,7 @@
 //! them. `fake::FakeApiServer` stores objects in memory and answers kube's requests the way an
 //! API server does, for tests without a cluster.
 
+mod election;
 pub mod error;
 #[cfg(test)]
 pub mod fake;
@@ -15,6 +16,7 @@ mod tests;
 
 use anyhow::Context as _;
 
+pub use election::Election;
 pub use error::{ClusterError, ErrorKind};
 pub use lease::{Leadership, LeaseLock};
 

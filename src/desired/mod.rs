@@ -58,6 +58,17 @@ pub struct DesiredState {
     pub warnings: Diagnostics,
 }
 
+impl DesiredState {
+    /// The registries and one MirrorSet: what a sync of that set needs.
+    pub fn only_mirror_set(&self, name: &str) -> DesiredState {
+        DesiredState {
+            registries: self.registries.clone(),
+            mirror_sets: self.mirror_sets.get(name).map(|s| (name.to_string(), s.clone())).into_iter().collect(),
+            ..DesiredState::default()
+        }
+    }
+}
+
 /// Where a document was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {

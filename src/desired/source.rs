@@ -42,6 +42,8 @@ pub fn is_hidden(name: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct DirectorySource {
     root: PathBuf,
+    /// How files are named in messages: under this prefix instead of the folder's path.
+    prefix: Option<String>,
 }
 
 impl DirectorySource {
@@ -53,7 +55,14 @@ impl DirectorySource {
             "{} is not a directory: give the folder that holds the desired-state YAML files",
             root.display()
         );
-        Ok(DirectorySource { root })
+        Ok(DirectorySource { root, prefix: None })
+    }
+
+    /// Files named `PREFIX<path>` in messages and status, such as `desired/mirrors.yaml` for a
+    /// folder exported from a Git repository.
+    pub fn named(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
     }
 
     fn walk(&self, dir: &Path, relative: &str, out: &mut Vec<SourceFile>) -> anyhow::Result<()> {
@@ -77,7 +86,11 @@ impl DirectorySource {
                 let text = std::fs::read(entry.path())
                     .map_err(|e| format!("cannot read the file: {e}"))
                     .and_then(|bytes| String::from_utf8(bytes).map_err(|_| "the file is not UTF-8 text".to_string()));
-                out.push(SourceFile { display: self.root.join(&path).display().to_string(), path, text });
+                let display = match &self.prefix {
+                    Some(prefix) => format!("{prefix}{path}"),
+                    None => self.root.join(&path).display().to_string(),
+                };
+                out.push(SourceFile { display, path, text });
             }
         }
         Ok(())

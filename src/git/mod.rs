@@ -30,6 +30,7 @@ pub use checkout::{Checkout, Exported};
 pub use credentials::{Credentials, Secret};
 pub use publish::{Publish, Published};
 use tree::Folder;
+pub use url::redact as redact_url;
 
 /// The desired-state files of one commit, held in memory.
 #[derive(Debug, Clone)]

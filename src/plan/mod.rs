@@ -108,6 +108,27 @@ impl Plan {
         self.notes.iter().filter(|n| n.rejected).count()
     }
 
+    /// Only the copies to mirror tags observed absent (notes kept, so nothing unknown hides).
+    pub fn only_missing(&self, actual: &ActualState) -> Plan {
+        let absent = |target: &Repository, tag: &str| {
+            actual
+                .mirror_sets
+                .values()
+                .flatten()
+                .any(|o| o.target == *target && matches!(o.mirror.get(tag), Some(crate::observe::Observed::Absent)))
+        };
+        Plan {
+            changes: self
+                .changes
+                .iter()
+                .filter(|c| matches!(&c.action, Action::Copy { target, tag, .. } if absent(target, tag)))
+                .cloned()
+                .collect(),
+            notes: self.notes.clone(),
+            in_sync: self.in_sync,
+        }
+    }
+
     /// The changes and notes of one MirrorSet (`in_sync` is not split by set, and is 0).
     pub fn of_set(&self, name: &str) -> Plan {
         Plan {

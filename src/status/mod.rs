@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use sha2::Digest as _;
 
-pub use model::{Index, MirrorSetStatus, TagState, TagStatus};
+pub use model::{Index, MirrorSetStatus, RegistryHealth, TagState, TagStatus};
 
 use crate::desired::{DesiredState, Diagnostics, Digest};
 use crate::observe::{ImageObservation, Observed};
@@ -89,6 +89,9 @@ pub struct Input<'a> {
 pub struct Rendered {
     pub files: BTreeMap<String, Vec<u8>>,
     pub fingerprint: String,
+    /// The MirrorSet documents, for metrics.
+    pub sets: BTreeMap<String, MirrorSetStatus>,
+    pub registries: BTreeMap<String, model::RegistryHealth>,
 }
 
 /// Renders the status; `None` when it says nothing new since `input.previous` and no
@@ -112,7 +115,7 @@ pub fn render_if_changed(input: &Input<'_>, heartbeat: Option<chrono::Duration>)
 
 /// Renders the status files.
 pub fn render(input: &Input<'_>) -> Rendered {
-    let masked = Renderer { input, mask: true }.files(String::new());
+    let (masked, _) = Renderer { input, mask: true }.files(String::new());
     let mut hasher = sha2::Sha256::new();
     for (path, bytes) in &masked {
         hasher.update(path.as_bytes());
@@ -121,8 +124,14 @@ pub fn render(input: &Input<'_>) -> Rendered {
         hasher.update([0]);
     }
     let fingerprint = format!("sha256:{:x}", hasher.finalize());
-    let files = Renderer { input, mask: false }.files(fingerprint.clone());
-    Rendered { files, fingerprint }
+    let (files, index) = Renderer { input, mask: false }.files(fingerprint.clone());
+    let sets = files
+        .iter()
+        .filter(|(path, _)| path.starts_with("MirrorSet/"))
+        .filter_map(|(_, bytes)| serde_yaml::from_slice::<MirrorSetStatus>(bytes).ok())
+        .map(|s| (s.metadata.name.clone(), s))
+        .collect();
+    Rendered { files, fingerprint, sets, registries: index.registries }
 }
 
 /// The DR plan's freshness requirement: a successful sync within this time.
@@ -138,7 +147,7 @@ impl Renderer<'_> {
         if self.mask { "-".into() } else { t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) }
     }
 
-    fn files(&self, fingerprint: String) -> BTreeMap<String, Vec<u8>> {
+    fn files(&self, fingerprint: String) -> (BTreeMap<String, Vec<u8>>, Index) {
         let mut files = BTreeMap::new();
         let sets = self.mirror_sets();
         let index = self.index(fingerprint, &sets);
@@ -160,7 +169,7 @@ impl Renderer<'_> {
         }
         files.insert(INDEX.into(), yaml(&index));
         files.insert("README.md".into(), report.into_bytes());
-        files
+        (files, index)
     }
 
     fn index(&self, fingerprint: String, sets: &BTreeMap<String, MirrorSetStatus>) -> Index {
@@ -253,7 +262,12 @@ impl Renderer<'_> {
         };
         status.result = if pass.succeeded() { model::SetResult::Succeeded } else { model::SetResult::Failed };
         status.last_run = Some(self.time(pass.finished));
-        status.last_success = pass.last_success.map(|t| self.time(t));
+        status.last_success = match (pass.last_success, previous.and_then(|p| p.last_success.as_ref())) {
+            (Some(t), _) => Some(self.time(t)),
+            // A one-shot run knows no earlier pass: the previous report does.
+            (None, Some(earlier)) => Some(if self.mask { "-".into() } else { earlier.clone() }),
+            (None, None) => None,
+        };
         let carried: BTreeMap<(String, String), &TagStatus> = previous
             .into_iter()
             .flat_map(|p| &p.images)

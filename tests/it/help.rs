@@ -46,3 +46,8 @@ fn every_flag_can_be_set_from_the_environment() {
     }
     assert!(missing.is_empty(), "flags without an environment variable: {missing:?}");
 }
+
+#[test]
+fn run_help() {
+    insta::assert_snapshot!(help(&["run"]));
+}

@@ -162,4 +162,38 @@ impl Pusher {
         tags.sort();
         tags
     }
+
+    /// The manifest under a tag, as JSON, or `None`.
+    pub async fn manifest_json(&self, repo: &str, tag: &str) -> Option<serde_json::Value> {
+        let r = self.reference(repo, tag);
+        let accepted = [
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        ];
+        let (bytes, _) = self.client.pull_manifest_raw(&r, &self.auth, &accepted).await.ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Whether the repository holds a blob.
+    pub async fn blob_exists(&self, repo: &str, digest: &str) -> bool {
+        let r = self.reference(repo, "latest");
+        let mut out = Vec::new();
+        self.client.pull_blob(&r, digest, &mut out).await.is_ok()
+    }
+}
+
+/// The blobs (config and layers) a manifest names; an index names none itself.
+pub fn blob_digests(manifest: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(d) = manifest["config"]["digest"].as_str() {
+        out.push(d.to_string());
+    }
+    for layer in manifest["layers"].as_array().into_iter().flatten() {
+        if let Some(d) = layer["digest"].as_str() {
+            out.push(d.to_string());
+        }
+    }
+    out
 }

@@ -1,0 +1,123 @@
+//! Leader election for `lifeboat run` with several replicas: a task renews the Lease and the
+//! control loop asks whether this replica leads before it starts a sync.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::lease::{Leadership, LeaseLock};
+
+/// How long a Lease is held without renewal; it is renewed three times as often.
+const LEASE: Duration = Duration::from_secs(15);
+
+pub struct Election {
+    leader: Arc<AtomicBool>,
+    stop: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Election {
+    /// Starts competing for the Lease `name` in `namespace` (default: POD_NAMESPACE, then
+    /// `default`), as POD_NAME (or the host name).
+    pub async fn start(name: &str, namespace: Option<&str>) -> anyhow::Result<Election> {
+        let client = super::in_cluster_client().await?;
+        let namespace = namespace
+            .map(str::to_string)
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into());
+        let identity = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| format!("lifeboat-{}", std::process::id()));
+        Ok(Election::with_lock(LeaseLock::new(client, &namespace, name, &identity, LEASE)))
+    }
+
+    /// Competes with `lock`, renewing every third of the Lease's duration.
+    pub fn with_lock(lock: LeaseLock) -> Election {
+        let leader = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Notify::new());
+        let task = {
+            let (leader, stop) = (leader.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut last_renewal: Option<tokio::time::Instant> = None;
+                loop {
+                    match lock.try_acquire_or_renew(chrono::Utc::now()).await {
+                        Ok(Leadership::Leader) => {
+                            if !leader.swap(true, Ordering::SeqCst) {
+                                tracing::info!("this replica now holds the Lease and applies");
+                            }
+                            last_renewal = Some(tokio::time::Instant::now());
+                        }
+                        Ok(Leadership::Follower { holder }) => {
+                            if leader.swap(false, Ordering::SeqCst) {
+                                tracing::warn!(
+                                    holder = holder.as_deref().unwrap_or("-"),
+                                    "the Lease moved to another replica"
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            // Keep leading only while the Lease we last renewed is surely ours.
+                            let still = last_renewal.is_some_and(|t| t.elapsed() < LEASE * 2 / 3);
+                            if leader.swap(still, Ordering::SeqCst) && !still {
+                                tracing::error!(error = %e, "could not renew the Lease; not applying until it is renewed");
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(LEASE / 3) => {}
+                        _ = stop.notified() => break,
+                    }
+                }
+                if leader.swap(false, Ordering::SeqCst)
+                    && let Err(e) = lock.release().await
+                {
+                    tracing::warn!(error = %e, "could not release the Lease; it expires by itself");
+                }
+            })
+        };
+        Election { leader, stop, task }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::SeqCst)
+    }
+
+    /// Stops renewing and gives the Lease up, so a standby takes over at once.
+    pub async fn stop(self) {
+        self.stop.notify_one();
+        let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fake::FakeApiServer;
+
+    /// Polls in (paused) tokio time until `check` holds, for at most a minute of it.
+    async fn eventually(what: &str, check: impl Fn() -> bool) {
+        for _ in 0..600 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{what} did not happen within a minute");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_replica_leads_and_a_standby_takes_over_when_it_stops() {
+        let api = FakeApiServer::new();
+        let lock = |who: &str| LeaseLock::new(api.client(), "lifeboat", "lifeboat", who, LEASE);
+        let first = Election::with_lock(lock("replica-a"));
+        eventually("replica-a leading", || first.is_leader()).await;
+        let second = Election::with_lock(lock("replica-b"));
+        tokio::time::sleep(LEASE).await;
+        assert!(first.is_leader() && !second.is_leader(), "only one replica leads");
+        first.stop().await;
+        eventually("replica-b taking over after the release", || second.is_leader()).await;
+        second.stop().await;
+    }
+}

@@ -1,0 +1,384 @@
+//! `lifeboat run`: follows the desired state, runs each MirrorSet on its schedule, commits the
+//! status report and serves health, readiness, metrics, the trigger and the webhook.
+//!
+//! One control loop owns every decision (when to fetch, which set is due, whether this
+//! replica leads); syncs run as tasks and report back to it. It never exits on a failed
+//! fetch, pass or push: those are logged, counted and written into the status, and the loop
+//! goes on. SIGTERM stops scheduling and lets running syncs finish within a deadline.
+//!
+//! It runs inside a `LocalSet`: syncs are tasks on the control loop's thread, as a one-shot
+//! `apply` runs on its caller's, while the HTTP server and the Lease run on the runtime's
+//! worker threads.
+
+mod http;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+
+use crate::cli::RunArgs;
+use crate::desired::{DesiredState, Diagnostics};
+use crate::metrics::{Metrics, RunResult};
+use crate::reconcile;
+use crate::registry::OciRegistry;
+use crate::repo::{Repo, Snapshot};
+use crate::status::{self, SetPass};
+
+/// What the endpoints share with the control loop.
+pub struct Shared {
+    pub metrics: Metrics,
+    pub ready: AtomicBool,
+    /// Fetch and sync now (trigger, webhook).
+    pub wake: Notify,
+    pub trigger_token: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub branch: String,
+}
+
+/// The desired state being applied.
+struct Applied {
+    tree: String,
+    state: Arc<DesiredState>,
+    registry: Arc<OciRegistry>,
+}
+
+enum Done {
+    /// The start-up pass that copies what is missing.
+    Missing,
+    Set(String, Box<SetPass>),
+}
+
+fn read_secret(file: &Option<std::path::PathBuf>, flag: &str) -> anyhow::Result<Option<String>> {
+    file.as_ref()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).with_context(|| format!("reading {flag} {}", f.display()))?;
+            let text = text.trim().to_string();
+            anyhow::ensure!(!text.is_empty(), "{flag} {} is empty", f.display());
+            Ok(text)
+        })
+        .transpose()
+}
+
+/// The rule names of the alerts shipped in `deploy/`.
+pub(crate) fn shipped_alerts() -> Vec<String> {
+    status::alert_names(include_str!("../../deploy/prometheus/rules.yaml"))
+}
+
+pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
+    let repo = Repo::new(&args.pass.path, &args.pass.git, Some(&args.status))?;
+    let shared = Arc::new(Shared {
+        metrics: Metrics::new(args.storage_path.clone()),
+        ready: AtomicBool::new(false),
+        wake: Notify::new(),
+        trigger_token: read_secret(&args.trigger_token_file, "--trigger-token-file")?,
+        webhook_secret: read_secret(&args.webhook_secret_file, "--webhook-secret-file")?,
+        branch: args.pass.git.branch.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {} (--listen)", args.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, source = %repo.describe(), "lifeboat is running");
+    let stop_http = Arc::new(Notify::new());
+    let server = {
+        let stop = stop_http.clone();
+        let app = http::router(shared.clone());
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await }).await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the HTTP server stopped");
+            }
+        })
+    };
+    let lease = match &args.lease {
+        Some(name) => Some(crate::cluster::Election::start(name, args.lease_namespace.as_deref()).await?),
+        None => None,
+    };
+    let mut daemon = Daemon {
+        repo,
+        shared: shared.clone(),
+        args,
+        applied: None,
+        invalid: None,
+        passes: BTreeMap::new(),
+        due: BTreeMap::new(),
+        running: BTreeSet::new(),
+        missing_first: true,
+        tasks: JoinSet::new(),
+        alerts: shipped_alerts(),
+    };
+    let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("watching for SIGTERM")?;
+    let mut next_fetch = tokio::time::Instant::now();
+    loop {
+        let leader = lease.as_ref().is_none_or(|l| l.is_leader());
+        shared.metrics.set_leader(leader);
+        let wait = daemon.next_wake(next_fetch);
+        tokio::select! {
+            _ = tokio::time::sleep_until(wait) => {}
+            _ = shared.wake.notified() => {
+                next_fetch = tokio::time::Instant::now();
+                daemon.all_due();
+            }
+            Some(done) = done_rx.recv() => {
+                daemon.finished(done).await;
+                continue;
+            }
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        if tokio::time::Instant::now() >= next_fetch {
+            daemon.refresh().await;
+            next_fetch = tokio::time::Instant::now() + args.poll;
+        }
+        if leader {
+            daemon.start_due(&done_tx);
+        }
+    }
+    tracing::info!(running = daemon.running.len(), "stopping: no new syncs start");
+    stop_http.notify_one();
+    let deadline = tokio::time::Instant::now() + args.shutdown_timeout;
+    while !daemon.tasks.is_empty() {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(running = daemon.running.len(), "syncs still running at the shutdown deadline are stopped; the next start converges");
+                daemon.tasks.abort_all();
+                break;
+            }
+            Some(done) = done_rx.recv() => daemon.finished(done).await,
+            _ = daemon.tasks.join_next() => {}
+        }
+    }
+    while let Ok(done) = done_rx.try_recv() {
+        daemon.finished(done).await;
+    }
+    if let Some(lease) = lease {
+        lease.stop().await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    tracing::info!("stopped");
+    Ok(crate::commands::exit::OK)
+}
+
+struct Daemon<'a> {
+    repo: Repo,
+    shared: Arc<Shared>,
+    args: &'a RunArgs,
+    applied: Option<Applied>,
+    /// The newest desired state, when it is invalid, and its tree.
+    invalid: Option<(Diagnostics, String)>,
+    passes: BTreeMap<String, SetPass>,
+    /// When each MirrorSet runs next.
+    due: BTreeMap<String, DateTime<Utc>>,
+    running: BTreeSet<String>,
+    /// The start-up pass that copies missing images has not run yet.
+    missing_first: bool,
+    tasks: JoinSet<()>,
+    alerts: Vec<String>,
+}
+
+impl Daemon<'_> {
+    fn next_wake(&self, next_fetch: tokio::time::Instant) -> tokio::time::Instant {
+        let now = Utc::now();
+        let soonest = self.due.values().min().map(|t| (*t - now).to_std().unwrap_or_default());
+        let lease_tick = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut wake = next_fetch.min(lease_tick);
+        if let Some(d) = soonest {
+            wake = wake.min(tokio::time::Instant::now() + d);
+        }
+        wake
+    }
+
+    /// Fetches the desired state; a new valid one is applied at once, an invalid one is
+    /// reported and the last valid one kept.
+    async fn refresh(&mut self) {
+        let snapshot = match self.repo.fetch().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "could not read the desired state; keeping the last one");
+                return;
+            }
+        };
+        self.shared.metrics.fetched(Utc::now());
+        self.shared.ready.store(true, Ordering::SeqCst);
+        let known = self.applied.as_ref().map(|a| a.tree.as_str()) == Some(snapshot.tree.as_str())
+            || self.invalid.as_ref().map(|(_, t)| t.as_str()) == Some(snapshot.tree.as_str());
+        if known {
+            return;
+        }
+        let Snapshot { tree, commit, root, loaded } = snapshot;
+        match loaded.map_err(|d| (d, None)).and_then(|state| {
+            match crate::commands::registry_for(&root, &state, self.args.pass.timeout, self.args.pass.retries) {
+                Ok(registry) => Ok((state, registry)),
+                Err(e) => Err((Diagnostics::default(), Some(e))),
+            }
+        }) {
+            Ok((state, registry)) => {
+                tracing::info!(tree = %tree, commit = commit.as_deref().unwrap_or("-"), sets = state.mirror_sets.len(), "applying a new desired state");
+                self.shared.metrics.set_desired_valid(true);
+                for name in state.mirror_sets.keys() {
+                    self.shared.metrics.declare_set(name);
+                }
+                let now = Utc::now();
+                self.due = state.mirror_sets.keys().map(|n| (n.clone(), now)).collect();
+                self.passes.retain(|name, _| state.mirror_sets.contains_key(name));
+                self.applied = Some(Applied { tree, state: Arc::new(state), registry: Arc::new(registry) });
+                self.invalid = None;
+            }
+            Err((diagnostics, error)) => {
+                let mut diagnostics = diagnostics;
+                if let Some(e) = error {
+                    diagnostics.push(crate::desired::Diagnostic::error("(desired state)", format!("{e:#}")));
+                }
+                tracing::error!(tree = %tree, problems = %diagnostics, "the new desired state is invalid; nothing of it is applied, the last valid one is kept");
+                self.shared.metrics.set_desired_valid(false);
+                self.invalid = Some((diagnostics, tree));
+                self.publish().await;
+            }
+        }
+    }
+
+    /// Every set runs at once (a trigger or webhook).
+    fn all_due(&mut self) {
+        let now = Utc::now();
+        if let Some(applied) = &self.applied {
+            self.due = applied.state.mirror_sets.keys().map(|n| (n.clone(), now)).collect();
+        }
+    }
+
+    /// Starts every set that is due, unless it is still running.
+    fn start_due(&mut self, done: &mpsc::Sender<Done>) {
+        let Some(applied) = &self.applied else {
+            return;
+        };
+        if self.missing_first {
+            if self.running.is_empty() {
+                self.missing_first = false;
+                self.running.insert(String::new());
+                let (state, registry, done) = (applied.state.clone(), applied.registry.clone(), done.clone());
+                self.tasks.spawn_local(async move {
+                    let pass = reconcile::run_missing_first(&state, &*registry).await;
+                    tracing::info!(
+                        copied = pass.outcomes.as_ref().map_or(0, Vec::len),
+                        "start-up: missing images copied"
+                    );
+                    let _ = done.send(Done::Missing).await;
+                });
+            }
+            return;
+        }
+        if self.running.contains("") {
+            return;
+        }
+        let now = Utc::now();
+        let due: Vec<String> = self.due.iter().filter(|(_, t)| **t <= now).map(|(n, _)| n.clone()).collect();
+        for name in due {
+            let Some(set) = applied.state.mirror_sets.get(&name) else {
+                self.due.remove(&name);
+                continue;
+            };
+            match set.schedule.next_after(&now) {
+                Some(next) => self.due.insert(name.clone(), next),
+                None => self.due.remove(&name),
+            };
+            if self.running.contains(&name) {
+                tracing::warn!(set = %name, "skipped: the previous sync of this set is still running");
+                self.shared.metrics.record_run(&name, RunResult::Skipped);
+                continue;
+            }
+            self.running.insert(name.clone());
+            let state = applied.state.only_mirror_set(&name);
+            let registry = applied.registry.clone();
+            let earlier = self.passes.get(&name).map(|p| (name.clone(), p.clone())).into_iter().collect();
+            let done = done.clone();
+            self.tasks.spawn_local(async move {
+                let started = Utc::now();
+                let pass = reconcile::run(&state, &*registry).await;
+                let mut by_set = pass.by_set(started, Utc::now(), &earlier);
+                if let Some(set_pass) = by_set.remove(&name) {
+                    let _ = done.send(Done::Set(name, Box::new(set_pass))).await;
+                }
+            });
+        }
+    }
+
+    async fn finished(&mut self, done: Done) {
+        match done {
+            Done::Missing => {
+                self.running.remove("");
+                let now = Utc::now();
+                for t in self.due.values_mut() {
+                    *t = now;
+                }
+            }
+            Done::Set(name, pass) => {
+                self.running.remove(&name);
+                let result = if pass.succeeded() { "succeeded" } else { "failed" };
+                tracing::info!(set = %name, result, changes = pass.outcomes.len(), "sync finished");
+                self.shared.metrics.record_pass(&name, &pass);
+                self.passes.insert(name, *pass);
+                self.publish().await;
+            }
+        }
+    }
+
+    /// Renders the status (for metrics always; committed when the repo publishes).
+    async fn publish(&mut self) {
+        let owned = StatusInput {
+            applied: self.applied.as_ref().map(|a| (a.state.clone(), a.tree.clone())),
+            invalid: self.invalid.clone(),
+            passes: self.passes.clone(),
+            alerts: self.alerts.clone(),
+        };
+        let now = Utc::now();
+        if let Some(rendered) = owned.render(&BTreeMap::new(), now, None) {
+            self.shared.metrics.record_status(&rendered);
+        }
+        let heartbeat = self.args.status.heartbeat.and_then(|h| chrono::Duration::from_std(h).ok());
+        match self.repo.publish(Box::new(move |previous| owned.render(previous, now, heartbeat).map(|r| r.files))).await
+        {
+            Ok(Some(crate::git::Published::Committed { commit, attempts })) => {
+                self.shared.metrics.status_committed();
+                tracing::info!(%commit, attempts, "status committed");
+            }
+            Ok(_) => tracing::debug!("status unchanged"),
+            Err(e) => tracing::error!(error = format!("{e:#}"), "could not commit status; the next pass tries again"),
+        }
+    }
+}
+
+/// What the status is rendered from, owned so it can move to the Git thread.
+pub(crate) struct StatusInput {
+    pub applied: Option<(Arc<DesiredState>, String)>,
+    pub invalid: Option<(Diagnostics, String)>,
+    pub passes: BTreeMap<String, SetPass>,
+    pub alerts: Vec<String>,
+}
+
+impl StatusInput {
+    pub fn render(
+        &self,
+        previous: &BTreeMap<String, Vec<u8>>,
+        now: DateTime<Utc>,
+        heartbeat: Option<chrono::Duration>,
+    ) -> Option<status::Rendered> {
+        let desired = match (&self.invalid, &self.applied) {
+            (Some((diagnostics, tree)), last) => status::Desired::Invalid {
+                diagnostics,
+                tree,
+                last_good: last.as_ref().map(|(s, t)| (&**s, t.as_str())),
+            },
+            (None, Some((state, tree))) => status::Desired::Valid { state, tree },
+            (None, None) => return None,
+        };
+        let input = status::Input { desired, passes: &self.passes, previous, now, alerts: &self.alerts };
+        status::render_if_changed(&input, heartbeat)
+    }
+}

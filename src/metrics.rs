@@ -1,0 +1,293 @@
+//! Prometheus metrics, all named `lifeboat_*`: what the daemon's passes found and did, for
+//! alerts and the DR wall screen. Labels come from names in the desired state and from
+//! `match`es on closed sets, never from free text; no secret ever reaches a label.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::plan::render::OutcomeResult;
+use crate::registry::Verdict;
+use crate::status::{Rendered, SetPass};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SetLabel {
+    mirror_set: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    mirror_set: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabel {
+    host: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+type Seconds = Gauge<f64, AtomicU64>;
+
+/// How a run of a set ended, as the `result` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunResult {
+    Success,
+    Failure,
+    /// Not started: the previous run of the set was still going.
+    Skipped,
+}
+
+impl RunResult {
+    fn label(self) -> &'static str {
+        match self {
+            RunResult::Success => "success",
+            RunResult::Failure => "failure",
+            RunResult::Skipped => "skipped",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    last_success: Family<SetLabel, Seconds>,
+    last_run: Family<SetLabel, Seconds>,
+    runs: Family<RunLabels, Counter>,
+    duration: Family<SetLabel, Histogram, fn() -> Histogram>,
+    desired: Family<SetLabel, Gauge>,
+    mirrored: Family<SetLabel, Gauge>,
+    missing: Family<SetLabel, Gauge>,
+    failed: Family<SetLabel, Gauge>,
+    unknown: Family<SetLabel, Gauge>,
+    drift: Family<SetLabel, Gauge>,
+    bytes: Family<SetLabel, Counter>,
+    blobs: Family<SetLabel, Counter>,
+    signature_failures: Family<SetLabel, Counter>,
+    registry_up: Family<HostLabel, Gauge>,
+    desired_valid: Gauge,
+    last_fetch: Seconds,
+    status_commits: Counter,
+    leader: Gauge,
+    storage_used: Gauge,
+    storage_capacity: Gauge,
+    storage_path: Option<PathBuf>,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new([1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0])
+}
+
+impl Metrics {
+    /// `storage_path`: a folder on the mirror's storage filesystem, when Lifeboat can see it.
+    pub fn new(storage_path: Option<PathBuf>) -> Metrics {
+        let mut registry = Registry::with_prefix("lifeboat");
+        let m = Metrics {
+            last_success: Family::default(),
+            last_run: Family::default(),
+            runs: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            desired: Family::default(),
+            mirrored: Family::default(),
+            missing: Family::default(),
+            failed: Family::default(),
+            unknown: Family::default(),
+            drift: Family::default(),
+            bytes: Family::default(),
+            blobs: Family::default(),
+            signature_failures: Family::default(),
+            registry_up: Family::default(),
+            desired_valid: Gauge::default(),
+            last_fetch: Seconds::default(),
+            status_commits: Counter::default(),
+            leader: Gauge::default(),
+            storage_used: Gauge::default(),
+            storage_capacity: Gauge::default(),
+            storage_path,
+            registry: Registry::default(),
+        };
+        registry.register(
+            "sync_last_success_timestamp_seconds",
+            "End of the last successful sync of the MirrorSet (Unix time)",
+            m.last_success.clone(),
+        );
+        registry.register(
+            "sync_last_run_timestamp_seconds",
+            "End of the last sync of the MirrorSet, successful or not (Unix time)",
+            m.last_run.clone(),
+        );
+        registry.register("sync_runs", "Syncs of the MirrorSet by result (success, failure, skipped)", m.runs.clone());
+        registry.register("sync_duration_seconds", "How long syncs of the MirrorSet took", m.duration.clone());
+        registry.register("images_desired", "Tags the MirrorSet selects", m.desired.clone());
+        registry.register("images_mirrored", "Tags of the MirrorSet the mirror holds", m.mirrored.clone());
+        registry.register("images_missing", "Tags of the MirrorSet not in the mirror", m.missing.clone());
+        registry.register(
+            "images_failed",
+            "Copies of the MirrorSet (images, signatures, referrers) that failed in the last sync",
+            m.failed.clone(),
+        );
+        registry.register(
+            "images_unknown",
+            "Tags of the MirrorSet whose upstream or mirror could not be looked at",
+            m.unknown.clone(),
+        );
+        registry.register("digest_drift", "Tags whose mirror digest differs from upstream's", m.drift.clone());
+        registry.register("copied_bytes", "Blob bytes copied into the mirror", m.bytes.clone());
+        registry.register("copied_blobs", "Blobs copied into the mirror", m.blobs.clone());
+        registry.register(
+            "signature_verification_failures",
+            "Images kept out, or failing on the mirror, because their signatures do not meet the policy",
+            m.signature_failures.clone(),
+        );
+        registry.register(
+            "registry_up",
+            "1 when the registry answered every lookup of the last sync",
+            m.registry_up.clone(),
+        );
+        registry.register("desired_state_valid", "1 when the newest desired state is valid", m.desired_state_valid());
+        registry.register(
+            "git_last_fetch_success_timestamp_seconds",
+            "Last successful fetch of the desired-state repository (Unix time)",
+            m.last_fetch.clone(),
+        );
+        registry.register("status_commits", "Status commits pushed", m.status_commits.clone());
+        registry.register("leader", "1 when this replica holds the Lease and applies", m.leader.clone());
+        if m.storage_path.is_some() {
+            registry.register(
+                "mirror_storage_used_bytes",
+                "Bytes used on the mirror's storage filesystem",
+                m.storage_used.clone(),
+            );
+            registry.register(
+                "mirror_storage_capacity_bytes",
+                "Size of the mirror's storage filesystem",
+                m.storage_capacity.clone(),
+            );
+        }
+        let info: Family<VersionLabel, Gauge> = Family::default();
+        info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register("build_info", "The running Lifeboat version", info);
+        Metrics { registry, ..m }
+    }
+
+    fn desired_state_valid(&self) -> Gauge {
+        self.desired_valid.clone()
+    }
+
+    /// A finished sync of one set.
+    pub fn record_pass(&self, name: &str, pass: &SetPass) {
+        let set = SetLabel { mirror_set: name.to_string() };
+        let result = if pass.succeeded() { RunResult::Success } else { RunResult::Failure };
+        self.record_run(name, result);
+        let end = pass.finished.timestamp_millis() as f64 / 1000.0;
+        self.last_run.get_or_create(&set).set(end);
+        if let Some(t) = pass.last_success {
+            self.last_success.get_or_create(&set).set(t.timestamp_millis() as f64 / 1000.0);
+        }
+        let took = (pass.finished - pass.started).num_milliseconds().max(0) as f64 / 1000.0;
+        self.duration.get_or_create(&set).observe(took);
+        let mut rejected = pass.plan.rejections() as u64;
+        for o in &pass.outcomes {
+            if let OutcomeResult::Done { report } = &o.result {
+                self.bytes.get_or_create(&set).inc_by(report.bytes_copied);
+                self.blobs.get_or_create(&set).inc_by(report.blobs_copied);
+            }
+            if let Some(Verdict::Rejected { .. }) = o.mirror_verification {
+                rejected += 1;
+            }
+        }
+        self.signature_failures.get_or_create(&set).inc_by(rejected);
+    }
+
+    /// Starts a set's run counters at zero, so the first failure is an increase alerts see.
+    pub fn declare_set(&self, name: &str) {
+        for result in [RunResult::Success, RunResult::Failure, RunResult::Skipped] {
+            let _ = self.runs.get_or_create(&RunLabels { mirror_set: name.to_string(), result: result.label() });
+        }
+    }
+
+    pub fn record_run(&self, name: &str, result: RunResult) {
+        self.runs.get_or_create(&RunLabels { mirror_set: name.to_string(), result: result.label() }).inc();
+    }
+
+    /// The tag counts and registry health of a rendered status.
+    pub fn record_status(&self, rendered: &Rendered) {
+        for (name, s) in &rendered.sets {
+            let set = SetLabel { mirror_set: name.clone() };
+            let c = &s.summary;
+            self.desired.get_or_create(&set).set(c.desired as i64);
+            self.mirrored.get_or_create(&set).set(c.mirrored as i64);
+            self.missing.get_or_create(&set).set(c.missing as i64);
+            self.failed.get_or_create(&set).set(c.failed as i64);
+            self.unknown.get_or_create(&set).set(c.unknown as i64);
+            self.drift.get_or_create(&set).set(c.drift as i64);
+        }
+        for (host, health) in &rendered.registries {
+            self.registry_up.get_or_create(&HostLabel { host: host.clone() }).set(i64::from(health.reachable));
+        }
+    }
+
+    pub fn set_desired_valid(&self, valid: bool) {
+        self.desired_valid.set(i64::from(valid));
+    }
+
+    pub fn fetched(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.last_fetch.set(at.timestamp_millis() as f64 / 1000.0);
+    }
+
+    pub fn status_committed(&self) {
+        self.status_commits.inc();
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        if let Some(path) = &self.storage_path
+            && let Ok(fs) = rustix::fs::statvfs(path)
+        {
+            let block = fs.f_frsize.max(1);
+            self.storage_capacity.set((fs.f_blocks * block) as i64);
+            self.storage_used.set((fs.f_blocks.saturating_sub(fs.f_bfree) * block) as i64);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_named_lifeboat_and_documented() {
+        let metrics = Metrics::new(Some(std::env::temp_dir()));
+        metrics.record_run("base", RunResult::Skipped);
+        let text = metrics.encode();
+        for line in text.lines().filter(|l| l.starts_with("# HELP")) {
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert!(name.starts_with("lifeboat_"), "{line}");
+        }
+        assert!(text.contains("lifeboat_sync_runs_total{mirror_set=\"base\",result=\"skipped\"} 1"), "{text}");
+        assert!(text.contains("lifeboat_build_info{version="), "{text}");
+        assert!(text.contains("lifeboat_mirror_storage_capacity_bytes "), "{text}");
+        // The README documents every metric.
+        let readme = include_str!("../README.md");
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert!(readme.contains(&format!("`{name}")), "README.md does not document {name}");
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Where the desired state comes from (a folder, or a branch of a Git repository) and where the
+//! status report goes. Git work is blocking and runs on the blocking pool; nothing here knows
+//! what a pass does.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use sha2::Digest as _;
+
+use crate::cli::{GitArgs, StatusArgs};
+use crate::desired::{self, DesiredState, Diagnostics, DirectorySource, LoadError, Source as _};
+use crate::git::{Checkout, Credentials, Publish, Published, Secret};
+
+/// The desired state as one fetch found it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The desired-state tree id (status folder left out), or for a folder a hash of its files.
+    pub tree: String,
+    /// The commit, when read from Git.
+    pub commit: Option<String>,
+    /// The folder holding its files: relative paths in the desired state (keys, CA files)
+    /// are read from here.
+    pub root: PathBuf,
+    pub loaded: Result<DesiredState, Diagnostics>,
+}
+
+/// Status files to commit, given the ones the branch holds now (`None`: nothing new).
+pub type Render = Box<dyn FnMut(&BTreeMap<String, Vec<u8>>) -> Option<BTreeMap<String, Vec<u8>>> + Send>;
+
+pub struct Repo {
+    kind: Kind,
+}
+
+enum Kind {
+    Folder(PathBuf),
+    Git(Box<GitRepo>),
+}
+
+struct GitRepo {
+    checkout: Arc<std::sync::Mutex<Checkout>>,
+    url: String,
+    branch: String,
+    subdir: Option<String>,
+    work: PathBuf,
+    status: Option<Publish>,
+    /// Keeps a temporary clone alive as long as the repo is used.
+    _temporary: Option<tempfile::TempDir>,
+}
+
+/// `Name <email>` → (name, email).
+fn author(text: &str) -> anyhow::Result<(String, String)> {
+    let (name, rest) =
+        text.split_once('<').ok_or_else(|| anyhow::anyhow!("--status-author `{text}` is not `Name <email>`"))?;
+    let email = rest.trim().trim_end_matches('>').trim();
+    anyhow::ensure!(!email.is_empty(), "--status-author `{text}` has no email between < and >");
+    Ok((name.trim().to_string(), email.to_string()))
+}
+
+impl Repo {
+    /// The desired state of `folder`, or of the repository `git` names.
+    pub fn new(folder: &Path, git: &GitArgs, status: Option<&StatusArgs>) -> anyhow::Result<Repo> {
+        let Some(url) = &git.url else {
+            return Ok(Repo { kind: Kind::Folder(folder.to_path_buf()) });
+        };
+        let password = match (&git.git_password_file, std::env::var("LIFEBOAT_GIT_PASSWORD")) {
+            (Some(file), _) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("reading --git-password-file {}", file.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, Ok(value)) if !value.is_empty() => Some(value),
+            _ => None,
+        };
+        let credentials = Credentials {
+            username: git.git_username.clone(),
+            password: password.map(Secret::new),
+            ssh_key: git.git_ssh_key.clone(),
+            known_hosts: git.git_known_hosts.clone(),
+        };
+        let (dir, temporary) = match &git.checkout_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let t = tempfile::Builder::new().prefix("lifeboat-").tempdir().context("making a temporary folder")?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating --checkout-dir {}", dir.display()))?;
+        let checkout = Checkout::open(&dir.join("repo.git"), url, credentials)?;
+        let status = match status {
+            Some(s) if !s.no_status => {
+                let (author_name, author_email) = author(&s.status_author)?;
+                Some(Publish {
+                    branch: s.status_branch.clone().unwrap_or_else(|| git.branch.clone()),
+                    path: s.status_path.trim_matches('/').to_string(),
+                    author_name,
+                    author_email,
+                    message: s.status_message.clone(),
+                    attempts: 5,
+                    backoff: std::time::Duration::from_millis(200),
+                })
+            }
+            _ => None,
+        };
+        Ok(Repo {
+            kind: Kind::Git(Box::new(GitRepo {
+                checkout: Arc::new(std::sync::Mutex::new(checkout)),
+                url: url.clone(),
+                branch: git.branch.clone(),
+                subdir: git.subdir.clone(),
+                work: dir.join("trees"),
+                status,
+                _temporary: temporary,
+            })),
+        })
+    }
+
+    /// What to call the source in messages.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            Kind::Folder(p) => p.display().to_string(),
+            Kind::Git(g) => format!("{} (branch {})", crate::git::redact_url(&g.url), g.branch),
+        }
+    }
+
+    /// Whether status is committed back.
+    pub fn publishes(&self) -> bool {
+        matches!(&self.kind, Kind::Git(g) if g.status.is_some())
+    }
+
+    /// Fetches (for Git) and loads the desired state.
+    pub async fn fetch(&self) -> anyhow::Result<Snapshot> {
+        match &self.kind {
+            Kind::Folder(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || load_folder(&path)).await.context("reading the desired state")?
+            }
+            Kind::Git(g) => {
+                let checkout = g.checkout.clone();
+                let (branch, subdir, work) = (g.branch.clone(), g.subdir.clone(), g.work.clone());
+                let exclude = g.status.as_ref().map(|s| s.path.clone());
+                tokio::task::spawn_blocking(move || {
+                    let checkout = checkout.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let heads = checkout.fetch(&[branch.as_str()])?;
+                    let commit = heads.get(&branch).cloned().flatten().ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "the repository has no branch `{branch}`: give the branch to follow with --branch"
+                        )
+                    })?;
+                    let staging = work.join("incoming");
+                    let exported = checkout.export(&commit, subdir.as_deref(), exclude.as_deref(), &staging)?;
+                    // Each tree gets a folder of its own: a pass still running on the previous
+                    // tree keeps reading its files.
+                    let root = work.join(&exported.tree);
+                    if !root.exists() {
+                        std::fs::rename(&staging, &root)
+                            .with_context(|| format!("moving the desired state into {}", root.display()))?;
+                    }
+                    let prefix = subdir.as_deref().map(|d| d.trim_matches('/')).filter(|d| !d.is_empty() && *d != ".");
+                    let mut snapshot = load_source(
+                        &root,
+                        DirectorySource::new(&root)?.named(prefix.map_or(String::new(), |d| format!("{d}/"))),
+                    )?;
+                    snapshot.tree = exported.tree;
+                    snapshot.commit = Some(exported.commit);
+                    Ok(snapshot)
+                })
+                .await
+                .context("fetching the desired state")?
+            }
+        }
+    }
+
+    /// Commits status files, when this repo publishes status; `Ok(None)` when it does not.
+    pub async fn publish(&self, render: Render) -> anyhow::Result<Option<Published>> {
+        let Kind::Git(g) = &self.kind else {
+            return Ok(None);
+        };
+        let Some(request) = g.status.clone() else {
+            return Ok(None);
+        };
+        let checkout = g.checkout.clone();
+        let mut render = render;
+        let published = tokio::task::spawn_blocking(move || {
+            let checkout = checkout.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            checkout.publish(&request, |previous| render(previous))
+        })
+        .await
+        .context("committing status")??;
+        Ok(Some(published))
+    }
+}
+
+/// Loads a folder; its "tree" is a hash of its YAML files.
+fn load_folder(path: &Path) -> anyhow::Result<Snapshot> {
+    load_source(path, DirectorySource::new(path)?)
+}
+
+fn load_source(path: &Path, source: DirectorySource) -> anyhow::Result<Snapshot> {
+    let mut hasher = sha2::Sha256::new();
+    for file in source.yaml_files()? {
+        hasher.update(file.path.as_bytes());
+        hasher.update([0]);
+        hasher.update(file.text.as_deref().unwrap_or_default().as_bytes());
+        hasher.update([0]);
+    }
+    let loaded = match desired::load(&source) {
+        Ok(state) => Ok(state),
+        Err(LoadError::Invalid(diags)) => Err(diags),
+        Err(LoadError::Read(e)) => return Err(e),
+    };
+    Ok(Snapshot { tree: format!("{:x}", hasher.finalize()), commit: None, root: path.to_path_buf(), loaded })
+}

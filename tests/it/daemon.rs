@@ -1,0 +1,438 @@
+//! Desired state from Git, status committed back, and the daemon: real Git repositories (a
+//! bare remote in a temporary folder) and real registries.
+
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use git2::{Repository, Signature};
+
+use crate::mirror::{World, rt};
+use crate::support::images::layer;
+use crate::support::{lifeboat, wait_for};
+
+/// A bare remote holding the desired state, and a clone that pushes to it as a person would.
+struct Remote {
+    bare: tempfile::TempDir,
+    work: tempfile::TempDir,
+}
+
+impl Remote {
+    fn new() -> Remote {
+        let bare = tempfile::tempdir().unwrap();
+        Repository::init_bare(bare.path()).unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let repo = Repository::init(work.path()).unwrap();
+        repo.remote("origin", bare.path().to_str().unwrap()).unwrap();
+        Remote { bare, work }
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.bare.path().display())
+    }
+
+    /// Commits `files` on top of the remote's `main` (status commits included) and pushes.
+    fn push(&self, files: &[(&str, &str)], message: &str) -> String {
+        let repo = Repository::open(self.work.path()).unwrap();
+        let mut origin = repo.find_remote("origin").unwrap();
+        origin.fetch(&["+refs/heads/main:refs/remotes/origin/main"], None, None).unwrap();
+        let parent = repo.find_reference("refs/remotes/origin/main").ok().map(|r| r.peel_to_commit().unwrap());
+        if let Some(p) = &parent {
+            repo.reset(p.as_object(), git2::ResetType::Hard, None).unwrap();
+        }
+        for (path, text) in files {
+            let file = self.work.path().join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, text).unwrap();
+        }
+        let mut index = repo.index().unwrap();
+        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let who = Signature::now("Platform Team", "platform@example.invalid").unwrap();
+        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        let commit = repo.commit(None, &who, &who, message, &tree, &parents).unwrap();
+        repo.reference("refs/heads/work", commit, true, "work").unwrap();
+        origin.push(&["refs/heads/work:refs/heads/main"], None).unwrap();
+        commit.to_string()
+    }
+
+    fn repo(&self) -> Repository {
+        Repository::open_bare(self.bare.path()).unwrap()
+    }
+
+    fn head(&self) -> String {
+        self.repo().find_reference("refs/heads/main").unwrap().peel_to_commit().unwrap().id().to_string()
+    }
+
+    /// A file at the head of `main`.
+    fn file(&self, path: &str) -> Option<String> {
+        let repo = self.repo();
+        let tree = repo.find_reference("refs/heads/main").ok()?.peel_to_tree().ok()?;
+        let entry = tree.get_path(Path::new(path)).ok()?;
+        let blob = repo.find_blob(entry.id()).ok()?;
+        Some(String::from_utf8(blob.content().to_vec()).unwrap())
+    }
+
+    /// The id of a folder at the head of `main`.
+    fn tree_of(&self, path: &str) -> String {
+        let repo = self.repo();
+        let tree = repo.find_reference("refs/heads/main").unwrap().peel_to_tree().unwrap();
+        tree.get_path(Path::new(path)).unwrap().id().to_string()
+    }
+
+    /// (author, paths changed) of the head commit.
+    fn last_commit(&self) -> (String, Vec<String>) {
+        let repo = self.repo();
+        let commit = repo.find_reference("refs/heads/main").unwrap().peel_to_commit().unwrap();
+        let parent = commit.parent(0).ok().map(|p| p.tree().unwrap());
+        let diff = repo.diff_tree_to_tree(parent.as_ref(), Some(&commit.tree().unwrap()), None).unwrap();
+        let paths =
+            diff.deltas().map(|d| d.new_file().path().or(d.old_file().path()).unwrap().display().to_string()).collect();
+        (commit.author().name().unwrap().to_string(), paths)
+    }
+
+    /// Commit messages and authors of `main`, newest first.
+    fn history(&self) -> Vec<String> {
+        let repo = self.repo();
+        let mut walk = repo.revwalk().unwrap();
+        walk.push_ref("refs/heads/main").unwrap();
+        walk.map(|id| {
+            let c = repo.find_commit(id.unwrap()).unwrap();
+            format!("{}: {}", c.author().name().unwrap(), c.summary().unwrap().unwrap())
+        })
+        .collect()
+    }
+}
+
+/// The desired state the World would write, as text.
+fn desired_text(world: &World, spec: &str) -> String {
+    world.desired(spec);
+    std::fs::read_to_string(world.dir.path().join("desired.yaml")).unwrap()
+}
+
+fn apply_from(remote: &Remote, extra: &[&str]) -> crate::support::Run {
+    let url = remote.url();
+    let mut args =
+        vec!["apply", "--repo", &url, "--path", "desired", "-o", "json", "--timeout", "3s", "--retries", "1"];
+    args.extend_from_slice(extra);
+    lifeboat(&args)
+}
+
+#[test]
+fn apply_from_git_commits_status_once_and_touches_nothing_else() {
+    let world = World::new();
+    let digest = rt().block_on(world.up().image("vendor/app", Some("1.0"), &[layer(70, 2048)], "linux/amd64")).0;
+    let remote = Remote::new();
+    let text = desired_text(&world, "  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n");
+    remote.push(&[("desired/mirrors.yaml", &text), ("README.md", "the team's notes\n")], "mirror vendor/app");
+    let desired_tree = remote.tree_of("desired");
+
+    let run = apply_from(&remote, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("status committed"), "{}", run.stderr);
+    assert_eq!(rt().block_on(world.mir().digest("mirror/vendor/app", "1.0")), Some(digest.clone()));
+
+    let (author, paths) = remote.last_commit();
+    assert_eq!(author, "Lifeboat");
+    assert!(paths.iter().all(|p| p.starts_with("status/")), "{paths:?}");
+    assert_eq!(remote.file("README.md").unwrap(), "the team's notes\n");
+    let set = remote.file("status/MirrorSet/set.yaml").unwrap();
+    assert!(set.contains(&format!("mirror: {digest}")) && set.contains("state: inSync"), "{set}");
+    let index = remote.file("status/lifeboat.yaml").unwrap();
+    assert!(index.contains(&format!("desiredTree: {desired_tree}")), "{index}");
+    let report = remote.file("status/README.md").unwrap();
+    assert!(report.contains("| Every desired image is in the mirror | PASS | 1 of 1 tags mirrored |"), "{report}");
+    assert!(report.contains("| Mirror runs and is healthy | PASS |"), "{report}");
+
+    // Loop-free: the status commit leaves the desired tree as it was, and nothing new is said.
+    let head = remote.head();
+    let run = apply_from(&remote, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    if !run.stderr.contains("status unchanged") {
+        let repo = remote.repo();
+        let new = repo.find_reference("refs/heads/main").unwrap().peel_to_tree().unwrap();
+        let old = repo.find_commit(git2::Oid::from_str(&head).unwrap()).unwrap().tree().unwrap();
+        let diff = repo.diff_tree_to_tree(Some(&old), Some(&new), None).unwrap();
+        let mut text = String::new();
+        diff.print(git2::DiffFormat::Patch, |_, _, l| {
+            text.push_str(&String::from_utf8_lossy(l.content()));
+            true
+        })
+        .unwrap();
+        panic!("{text}");
+    }
+    assert_eq!(remote.head(), head, "a second pass makes no commit");
+}
+
+#[test]
+fn an_invalid_desired_state_is_reported_in_status_and_nothing_is_applied() {
+    let world = World::new();
+    rt().block_on(async {
+        let up = world.up();
+        up.image("vendor/app", Some("1.0"), &[layer(71, 1024)], "linux/amd64").await;
+        up.image("vendor/app", Some("2.0"), &[layer(72, 1024)], "linux/amd64").await;
+    });
+    let remote = Remote::new();
+    let good = desired_text(&world, "  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n");
+    remote.push(&[("desired/mirrors.yaml", &good)], "mirror 1.0");
+    assert_eq!(apply_from(&remote, &[]).code, 0);
+
+    // 2.0 is added, but with a misspelt field: nothing of this commit may be applied.
+    let bad = good.replace("tags: [\"1.0\"]", "tags: [\"1.0\", \"2.0\"]\n      platfroms: all");
+    remote.push(&[("desired/mirrors.yaml", &bad)], "mirror 2.0 (typo)");
+    let run = apply_from(&remote, &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("mirrors.yaml") && run.stderr.contains("platfroms"), "{}", run.stderr);
+    assert_eq!(rt().block_on(world.mir().digest("mirror/vendor/app", "2.0")), None, "nothing was applied");
+    let index = remote.file("status/lifeboat.yaml").unwrap();
+    assert!(index.contains("valid: false") && index.contains("platfroms"), "{index}");
+    let report = remote.file("status/README.md").unwrap();
+    assert!(report.contains("| Desired state valid | FAIL |"), "{report}");
+}
+
+/// A running daemon, its logs captured.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    address: String,
+}
+
+impl Daemon {
+    fn start(args: &[&str]) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .args(["run", "--listen", "127.0.0.1:0", "--log", "info,lifeboat=debug"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let address = wait_for("the daemon to listen", Duration::from_secs(20), || {
+            let text = log.lock().unwrap().clone();
+            let at = text.find("address=")?;
+            let rest = &text[at + "address=".len()..];
+            Some(rest.split_whitespace().next()?.to_string())
+        });
+        Daemon { child, log, address }
+    }
+
+    /// One HTTP/1.1 request; (status, body).
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+        let mut stream = std::net::TcpStream::connect(&self.address).unwrap();
+        let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.address);
+        for (k, v) in headers {
+            text.push_str(&format!("{k}: {v}\r\n"));
+        }
+        text.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        stream.write_all(text.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
+    fn metrics(&self) -> String {
+        self.request("GET", "/metrics", &[], "").1
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then the exit code, within `limit`.
+    fn terminate(mut self, limit: Duration) -> i32 {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        wait_for("the daemon to stop", limit, || self.child.try_wait().unwrap()).code().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn github_signature(secret: &str, body: &str) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+#[test]
+fn the_daemon_follows_pushes_survives_an_outage_and_stops_on_sigterm() {
+    const TOKEN: &str = "trigger-token-4d1f9";
+    const SECRET: &str = "webhook-secret-77a0c";
+    let mut world = World::new();
+    let first = rt().block_on(world.up().image("vendor/app", Some("1.0"), &[layer(80, 4096)], "linux/amd64")).0;
+    let second = rt().block_on(world.up().image("vendor/app", Some("1.1"), &[layer(81, 4096)], "linux/amd64")).0;
+    let remote = Remote::new();
+    let text = desired_text(
+        &world,
+        "  schedule: \"0 0 1 1 *\"\n  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n",
+    );
+    remote.push(&[("desired/mirrors.yaml", &text)], "mirror 1.0");
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("token"), TOKEN).unwrap();
+    std::fs::write(secrets.path().join("webhook"), SECRET).unwrap();
+    let url = remote.url();
+    let token_file = secrets.path().join("token").display().to_string();
+    let webhook_file = secrets.path().join("webhook").display().to_string();
+    let daemon = Daemon::start(&[
+        "--repo",
+        &url,
+        "--path",
+        "desired",
+        "--poll",
+        "1h",
+        "--timeout",
+        "2s",
+        "--retries",
+        "0",
+        "--trigger-token-file",
+        &token_file,
+        "--webhook-secret-file",
+        &webhook_file,
+    ]);
+    let mirror = world.mir();
+    let mirrored = |tag: &str| rt().block_on(mirror.digest("mirror/vendor/app", tag));
+    wait_for("the first pass to mirror 1.0", Duration::from_secs(30), || {
+        (mirrored("1.0") == Some(first.clone())).then_some(())
+    });
+    wait_for("a status commit", Duration::from_secs(30), || {
+        remote.file("status/MirrorSet/set.yaml").filter(|s| s.contains(&first))
+    });
+    assert_eq!(daemon.request("GET", "/readyz", &[], "").0, 200);
+    wait_for("metrics of the pass", Duration::from_secs(10), || {
+        daemon.metrics().contains("lifeboat_images_mirrored{mirror_set=\"set\"} 1").then_some(())
+    });
+
+    // A merged pull request, announced by a GitHub push webhook: applied within seconds.
+    remote.push(&[("desired/mirrors.yaml", &text.replace("[\"1.0\"]", "[\"1.0\", \"1.1\"]"))], "mirror 1.1");
+    let event = r#"{"ref":"refs/heads/main"}"#;
+    let forged =
+        daemon.request("POST", "/webhook", &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", "sha256=00")], event);
+    assert_eq!(forged.0, 401, "{forged:?}");
+    let signature = github_signature(SECRET, event);
+    let accepted =
+        daemon.request("POST", "/webhook", &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &signature)], event);
+    assert_eq!(accepted.0, 202, "{accepted:?}");
+    wait_for("1.1 to be mirrored after the webhook", Duration::from_secs(30), || {
+        (mirrored("1.1") == Some(second.clone())).then_some(())
+    });
+
+    // Upstream goes down: the daemon stays up, reports it, and the mirror is untouched.
+    world.upstream.stop();
+    assert_eq!(daemon.request("POST", "/trigger", &[("Authorization", "Bearer wrong")], "").0, 401);
+    assert_eq!(daemon.request("POST", "/trigger", &[("Authorization", &format!("Bearer {TOKEN}"))], "").0, 202);
+    wait_for("the outage in the metrics", Duration::from_secs(30), || {
+        let m = daemon.metrics();
+        (m.contains(&format!("lifeboat_registry_up{{host=\"{}\"}} 0", world.upstream.host))
+            && m.contains("lifeboat_sync_runs_total{mirror_set=\"set\",result=\"failure\"} 1"))
+        .then_some(())
+    });
+    wait_for("the outage in the status", Duration::from_secs(30), || {
+        remote.file("status/README.md").filter(|r| r.contains("## Registries that could not be reached"))
+    });
+    assert_eq!(daemon.request("GET", "/healthz", &[], "").0, 200);
+    assert_eq!((mirrored("1.0"), mirrored("1.1")), (Some(first.clone()), Some(second.clone())), "mirror untouched");
+
+    // Upstream is back: the next pass recovers, and the status says so.
+    world.upstream.restart();
+    assert_eq!(daemon.request("POST", "/trigger", &[("Authorization", &format!("Bearer {TOKEN}"))], "").0, 202);
+    wait_for("recovery in the status", Duration::from_secs(30), || {
+        remote.file("status/README.md").filter(|r| {
+            !r.contains("could not be reached") && r.contains("| A sync succeeded within the last 2 hours | PASS |")
+        })
+    });
+
+    let metrics = daemon.metrics();
+    let log = daemon.log();
+    let history = remote.history();
+    assert!(history.iter().any(|c| c.starts_with("Lifeboat:")), "{history:?}");
+    assert!(history.iter().any(|c| c == "Platform Team: mirror 1.1"), "{history:?}");
+    let code = daemon.terminate(Duration::from_secs(15));
+    assert_eq!(code, 0);
+    // No secret in logs, metrics or status.
+    let mut status = String::new();
+    for path in ["status/README.md", "status/lifeboat.yaml", "status/MirrorSet/set.yaml"] {
+        status.push_str(&remote.file(path).unwrap());
+    }
+    for secret in [TOKEN, SECRET] {
+        for (what, text) in [("logs", &log), ("metrics", &metrics), ("status", &status)] {
+            assert!(!text.contains(secret), "{what} contain a secret");
+        }
+    }
+}
+
+/// Every tag of the mirror repository resolves, and every blob its manifest names exists.
+fn mirror_is_consistent(world: &World, repo: &str) -> usize {
+    rt().block_on(async {
+        let mir = world.mir();
+        let tags = mir.tags(repo).await;
+        for tag in &tags {
+            let manifest = mir.manifest_json(repo, tag).await.unwrap_or_else(|| panic!("{repo}:{tag} has no manifest"));
+            for digest in crate::support::images::blob_digests(&manifest) {
+                assert!(mir.blob_exists(repo, &digest).await, "{repo}:{tag} names {digest}, which is missing");
+            }
+        }
+        tags.len()
+    })
+}
+
+#[test]
+fn kill_9_during_a_pass_never_leaves_a_tag_pointing_at_missing_content() {
+    let world = World::new();
+    let mut images = String::from("  images:\n");
+    rt().block_on(async {
+        let up = world.up();
+        for n in 0..6u64 {
+            let repo = format!("vendor/app{n}");
+            up.image(&repo, Some("1.0"), &[layer(100 + n, 2 << 20), layer(200 + n, 1 << 20)], "linux/amd64").await;
+            images.push_str(&format!("    - source: UP/{repo}\n      tags: [\"1.0\"]\n"));
+        }
+    });
+    world.desired(&images);
+    let dir = world.dir.path().to_str().unwrap().to_string();
+    for requests in [3usize, 12, 30] {
+        world.mirror.clear_requests();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .args(["apply", &dir, "--timeout", "5s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("the pass to reach the mirror", Duration::from_secs(30), || {
+            (world.mirror.requests().len() >= requests || child.try_wait().unwrap().is_some()).then_some(())
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        for n in 0..6 {
+            mirror_is_consistent(&world, &format!("mirror/vendor/app{n}"));
+        }
+    }
+    let (code, applied) = world.apply();
+    assert_eq!(code, 0, "{applied:#}");
+    let (code, plan) = world.plan();
+    assert_eq!(code, 0, "the next pass converged: {plan:#}");
+    for n in 0..6 {
+        assert_eq!(mirror_is_consistent(&world, &format!("mirror/vendor/app{n}")), 1);
+    }
+}
