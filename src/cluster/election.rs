@@ -15,13 +15,15 @@ const LEASE: Duration = Duration::from_secs(15);
 pub struct Election {
     leader: Arc<AtomicBool>,
     stop: Arc<Notify>,
+    requests: tokio::sync::mpsc::UnboundedSender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Election {
     /// Starts competing for the Lease `name` in `namespace` (default: POD_NAMESPACE, then
-    /// `default`), as POD_NAME (or the host name).
-    pub async fn start(name: &str, namespace: Option<&str>) -> anyhow::Result<Election> {
+    /// `default`), as POD_NAME (or the host name). `wake` is notified when this replica leads
+    /// and another one asked for a sync.
+    pub async fn start(name: &str, namespace: Option<&str>, wake: Arc<Notify>) -> anyhow::Result<Election> {
         let client = super::in_cluster_client().await?;
         let namespace = namespace
             .map(str::to_string)
@@ -30,17 +32,20 @@ impl Election {
         let identity = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| format!("lifeboat-{}", std::process::id()));
-        Ok(Election::with_lock(LeaseLock::new(client, &namespace, name, &identity, LEASE)))
+        Ok(Election::with_lock(LeaseLock::new(client, &namespace, name, &identity, LEASE), wake))
     }
 
     /// Competes with `lock`, renewing every third of the Lease's duration.
-    pub fn with_lock(lock: LeaseLock) -> Election {
+    pub fn with_lock(lock: LeaseLock, wake: Arc<Notify>) -> Election {
         let leader = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(Notify::new());
+        let (requests, mut incoming) = tokio::sync::mpsc::unbounded_channel::<()>();
         let task = {
             let (leader, stop) = (leader.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut last_renewal: Option<tokio::time::Instant> = None;
+                // Requests older than this replica's start were for an earlier leader.
+                let mut seen = chrono::Utc::now();
                 loop {
                     match lock.try_acquire_or_renew(chrono::Utc::now()).await {
                         Ok(Leadership::Leader) => {
@@ -48,6 +53,13 @@ impl Election {
                                 tracing::info!("this replica now holds the Lease and applies");
                             }
                             last_renewal = Some(tokio::time::Instant::now());
+                            if let Ok(Some(at)) = lock.sync_requested().await
+                                && at > seen
+                            {
+                                seen = at;
+                                tracing::info!("another replica received a sync request");
+                                wake.notify_one();
+                            }
                         }
                         Ok(Leadership::Follower { holder }) => {
                             if leader.swap(false, Ordering::SeqCst) {
@@ -67,6 +79,13 @@ impl Election {
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(LEASE / 3) => {}
+                        Some(()) = incoming.recv() => {
+                            if !leader.load(Ordering::SeqCst)
+                                && let Err(e) = lock.request_sync(chrono::Utc::now()).await
+                            {
+                                tracing::warn!(error = %e, "could not pass the sync request to the leader");
+                            }
+                        }
                         _ = stop.notified() => break,
                     }
                 }
@@ -77,7 +96,15 @@ impl Election {
                 }
             })
         };
-        Election { leader, stop, task }
+        Election { leader, stop, requests, task }
+    }
+
+    /// A trigger or webhook reached this replica: when it does not lead, pass the request on
+    /// to the leader through the Lease (within a round, about 5 s).
+    pub fn forward_sync_request(&self) {
+        if !self.is_leader() {
+            let _ = self.requests.send(());
+        }
     }
 
     pub fn is_leader(&self) -> bool {
@@ -111,11 +138,15 @@ mod tests {
     async fn one_replica_leads_and_a_standby_takes_over_when_it_stops() {
         let api = FakeApiServer::new();
         let lock = |who: &str| LeaseLock::new(api.client(), "lifeboat", "lifeboat", who, LEASE);
-        let first = Election::with_lock(lock("replica-a"));
+        let woken = Arc::new(Notify::new());
+        let first = Election::with_lock(lock("replica-a"), woken.clone());
         eventually("replica-a leading", || first.is_leader()).await;
-        let second = Election::with_lock(lock("replica-b"));
+        let second = Election::with_lock(lock("replica-b"), Arc::new(Notify::new()));
         tokio::time::sleep(LEASE).await;
         assert!(first.is_leader() && !second.is_leader(), "only one replica leads");
+        // A webhook reaching the standby wakes the leader.
+        second.forward_sync_request();
+        tokio::time::timeout(LEASE, woken.notified()).await.expect("the leader is asked to sync");
         first.stop().await;
         eventually("replica-b taking over after the release", || second.is_leader()).await;
         second.stop().await;

@@ -22,6 +22,9 @@ use tracing::{debug, info};
 
 use super::error::{ClusterError, ErrorKind};
 
+/// The Lease annotation through which a standby asks the leader to sync now.
+pub const SYNC_REQUESTED: &str = "lifeboat.dev/sync-requested";
+
 /// Who holds the Lease after a round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leadership {
@@ -137,6 +140,41 @@ impl LeaseLock {
             Err(kube::Error::Api(status)) if status.is_conflict() => Ok(()),
             Err(e) => Err(self.error("releasing", &e)),
         }
+    }
+
+    /// Asks the holder to sync now: a replica that is not the leader got a trigger or webhook
+    /// and records it on the Lease (annotation [`SYNC_REQUESTED`], microseconds since the
+    /// epoch), which the leader reads each round. Retries a few times on a concurrent write.
+    pub async fn request_sync(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(), ClusterError> {
+        for _ in 0..4 {
+            let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(|e| self.error("reading", &e))? else {
+                return Ok(());
+            };
+            lease
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(SYNC_REQUESTED.into(), now.timestamp_micros().to_string());
+            match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(status)) if status.is_conflict() => continue,
+                Err(e) => return Err(self.error("requesting a sync through", &e)),
+            }
+        }
+        Err(ClusterError::new(
+            ErrorKind::Conflict,
+            format!("requesting a sync through lease {}", self.key()),
+            "the lease kept changing",
+        ))
+    }
+
+    /// When a replica last asked the holder to sync ([`LeaseLock::request_sync`]).
+    pub async fn sync_requested(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, ClusterError> {
+        let lease = self.api.get_opt(&self.name).await.map_err(|e| self.error("reading", &e))?;
+        Ok(lease
+            .and_then(|l| l.metadata.annotations)
+            .and_then(|a| a.get(SYNC_REQUESTED).and_then(|v| v.parse::<i64>().ok()))
+            .and_then(chrono::DateTime::from_timestamp_micros))
     }
 
     /// The spec of a Lease this replica holds from `now` on.

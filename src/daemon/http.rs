@@ -38,6 +38,14 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
+/// Syncs now; a standby also passes the request on to the leader.
+fn wake(shared: &Shared) {
+    shared.wake.notify_one();
+    if let Some(election) = &shared.election {
+        election.forward_sync_request();
+    }
+}
+
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
@@ -52,7 +60,7 @@ async fn trigger(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
     match given {
         Some(given) if same(given.trim().as_bytes(), token.as_bytes()) => {
             tracing::info!(source = "trigger", "sync requested");
-            shared.wake.notify_one();
+            wake(&shared);
             (StatusCode::ACCEPTED, "sync requested\n").into_response()
         }
         _ => {
@@ -118,7 +126,7 @@ async fn webhook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     match pushed {
         Some(r) if r == wanted => {
             tracing::info!(source = ?sender, branch = %shared.branch, "push received; syncing");
-            shared.wake.notify_one();
+            wake(&shared);
             (StatusCode::ACCEPTED, "sync requested\n").into_response()
         }
         Some(r) => (StatusCode::OK, format!("ignored: push to {r}, following {wanted}\n")).into_response(),

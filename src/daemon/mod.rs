@@ -35,7 +35,9 @@ pub struct Shared {
     pub metrics: Metrics,
     pub ready: AtomicBool,
     /// Fetch and sync now (trigger, webhook).
-    pub wake: Notify,
+    pub wake: Arc<Notify>,
+    /// With several replicas: passes a trigger reaching a standby on to the leader.
+    pub election: Option<crate::cluster::Election>,
     pub trigger_token: Option<String>,
     pub webhook_secret: Option<String>,
     pub branch: String,
@@ -72,10 +74,16 @@ pub(crate) fn shipped_alerts() -> Vec<String> {
 
 pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let repo = Repo::new(&args.pass.path, &args.pass.git, Some(&args.status))?;
+    let wake = Arc::new(Notify::new());
+    let election = match &args.lease {
+        Some(name) => Some(crate::cluster::Election::start(name, args.lease_namespace.as_deref(), wake.clone()).await?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         metrics: Metrics::new(args.storage_path.clone()),
         ready: AtomicBool::new(false),
-        wake: Notify::new(),
+        wake,
+        election,
         trigger_token: read_secret(&args.trigger_token_file, "--trigger-token-file")?,
         webhook_secret: read_secret(&args.webhook_secret_file, "--webhook-secret-file")?,
         branch: args.pass.git.branch.clone(),
@@ -96,10 +104,6 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
             }
         })
     };
-    let lease = match &args.lease {
-        Some(name) => Some(crate::cluster::Election::start(name, args.lease_namespace.as_deref()).await?),
-        None => None,
-    };
     let mut daemon = Daemon {
         repo,
         shared: shared.clone(),
@@ -118,7 +122,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("watching for SIGTERM")?;
     let mut next_fetch = tokio::time::Instant::now();
     loop {
-        let leader = lease.as_ref().is_none_or(|l| l.is_leader());
+        let leader = shared.election.as_ref().is_none_or(|l| l.is_leader());
         shared.metrics.set_leader(leader);
         let wait = daemon.next_wake(next_fetch);
         tokio::select! {
@@ -159,10 +163,14 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     while let Ok(done) = done_rx.try_recv() {
         daemon.finished(done).await;
     }
-    if let Some(lease) = lease {
-        lease.stop().await;
-    }
+    drop(daemon);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    // The HTTP server has let go of its handle: give the Lease up so a standby takes over now.
+    match Arc::into_inner(shared).map(|s| s.election) {
+        Some(Some(election)) => election.stop().await,
+        Some(None) => {}
+        None => tracing::warn!("the Lease is left to expire (15 s): the HTTP server did not stop in time"),
+    }
     tracing::info!("stopped");
     Ok(crate::commands::exit::OK)
 }

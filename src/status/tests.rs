@@ -217,3 +217,38 @@ fn alert_names_are_read_from_a_rules_file() {
     let rules = "groups:\n  - name: lifeboat\n    rules:\n      - alert: LifeboatSyncFailing\n        expr: x\n      - alert: \"LifeboatBackupTooOld\"\n";
     assert_eq!(alert_names(rules), ["LifeboatBackupTooOld", "LifeboatSyncFailing"]);
 }
+
+/// `docs/status-example/` shows a status folder as Lifeboat commits it, from the pass of the
+/// first test. Regenerate with `LIFEBOAT_UPDATE_EXAMPLES=1 cargo test --lib status`.
+#[test]
+fn the_committed_example_status_is_current() {
+    let desired = state();
+    let registry = registry();
+    let passes = pass(&desired, &registry, at(10), &BTreeMap::new());
+    let previous = BTreeMap::new();
+    let alerts = crate::daemon::shipped_alerts();
+    let input = Input {
+        desired: Desired::Valid { state: &desired, tree: "0123456789abcdef0123456789abcdef01234567" },
+        passes: &passes,
+        previous: &previous,
+        now: at(10),
+        alerts: &alerts,
+    };
+    let rendered = render(&input);
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/status-example");
+    if std::env::var_os("LIFEBOAT_UPDATE_EXAMPLES").is_some() {
+        let _ = std::fs::remove_dir_all(&folder);
+        for (path, bytes) in &rendered.files {
+            let file = folder.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, bytes).unwrap();
+        }
+    }
+    for (path, bytes) in &rendered.files {
+        let committed = std::fs::read(folder.join(path)).unwrap_or_default();
+        assert!(
+            committed == *bytes,
+            "docs/status-example/{path} is out of date: run LIFEBOAT_UPDATE_EXAMPLES=1 cargo test --lib status"
+        );
+    }
+}
