@@ -202,8 +202,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(args: &[&str]) -> Daemon {
+        let log_filter: &[&str] = if args.contains(&"--log") { &[] } else { &["--log", "info,lifeboat=debug"] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-            .args(["run", "--listen", "127.0.0.1:0", "--log", "info,lifeboat=debug"])
+            .args(["run", "--listen", "127.0.0.1:0"])
+            .args(log_filter)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -434,5 +436,86 @@ fn kill_9_during_a_pass_never_leaves_a_tag_pointing_at_missing_content() {
     assert_eq!(code, 0, "the next pass converged: {plan:#}");
     for n in 0..6 {
         assert_eq!(mirror_is_consistent(&world, &format!("mirror/vendor/app{n}")), 1);
+    }
+}
+
+/// Registry, Git, trigger and webhook secrets: none of them in the daemon's logs (at the most
+/// verbose level), its metrics or the status it commits.
+#[test]
+fn no_secret_reaches_logs_metrics_or_status() {
+    use crate::support::registry::{Options, TestRegistry, Tls};
+    use base64::Engine as _;
+    const REGISTRY_PASSWORD: &str = "registry-password-5e2b";
+    const GIT_PASSWORD: &str = "git-password-90c3";
+    const TOKEN: &str = "trigger-token-a81d";
+    const SECRET: &str = "webhook-secret-3f6e";
+    let certs = tempfile::tempdir().unwrap();
+    let tls = Tls::generate(certs.path());
+    let mirror = TestRegistry::start(Options {
+        tls: Some(&tls),
+        basic_auth: Some(("lifeboat", REGISTRY_PASSWORD)),
+        token: None,
+    });
+    let upstream = TestRegistry::start(Options::default());
+    let pusher = crate::support::images::Pusher::new(&upstream.host, None, None);
+    rt().block_on(pusher.image("app", Some("1.0"), &[layer(90, 1024)], "linux/amd64"));
+    let secrets = tempfile::tempdir().unwrap();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("lifeboat:{REGISTRY_PASSWORD}"));
+    let config = secrets.path().join("config.json");
+    std::fs::write(&config, format!(r#"{{"auths": {{"{}": {{"auth": "{basic}"}}}}}}"#, mirror.host)).unwrap();
+    for (file, value) in [("git", GIT_PASSWORD), ("token", TOKEN), ("webhook", SECRET)] {
+        std::fs::write(secrets.path().join(file), value).unwrap();
+    }
+    let desired = format!(
+        "apiVersion: lifeboat.dev/v1alpha1\nkind: Registry\nmetadata: {{name: up}}\nspec: {{host: \"{}\", insecure: true}}\n---\napiVersion: lifeboat.dev/v1alpha1\nkind: Registry\nmetadata: {{name: mirror}}\nspec:\n  host: \"{}\"\n  caFile: ca.pem\n  credentials: {{dockerConfig: \"{}\"}}\n---\napiVersion: lifeboat.dev/v1alpha1\nkind: MirrorSet\nmetadata: {{name: set}}\nspec:\n  target: \"{}/m\"\n  images:\n    - source: \"{}/app\"\n      tags: [\"1.0\"]\n",
+        upstream.host,
+        mirror.host,
+        config.display(),
+        mirror.host,
+        upstream.host
+    );
+    let remote = Remote::new();
+    remote.push(&[("desired/mirrors.yaml", &desired), ("desired/ca.pem", &tls.ca_pem)], "mirror app");
+    let url = remote.url();
+    let file = |name: &str| secrets.path().join(name).display().to_string();
+    let (git, token, webhook) = (file("git"), file("token"), file("webhook"));
+    let mut daemon = Daemon::start(&[
+        "--repo",
+        &url,
+        "--path",
+        "desired",
+        "--git-password-file",
+        &git,
+        "--trigger-token-file",
+        &token,
+        "--webhook-secret-file",
+        &webhook,
+        "--log",
+        "trace",
+    ]);
+    wait_for("a status commit with the image mirrored", Duration::from_secs(30), || {
+        remote.file("status/MirrorSet/set.yaml").filter(|s| s.contains("state: inSync"))
+    });
+    // A refused trigger and a refused webhook are logged too: without what was sent.
+    daemon.request("POST", "/trigger", &[("Authorization", &format!("Bearer {TOKEN}x"))], "");
+    daemon.request(
+        "POST",
+        "/webhook",
+        &[("X-Gitlab-Token", &format!("{SECRET}x")), ("X-Gitlab-Event", "Push Hook")],
+        "{}",
+    );
+    let metrics = daemon.metrics();
+    let mut status = String::new();
+    for path in ["status/README.md", "status/lifeboat.yaml", "status/MirrorSet/set.yaml"] {
+        status.push_str(&remote.file(path).unwrap());
+    }
+    let _ = daemon.child.kill();
+    let _ = daemon.child.wait();
+    let log = daemon.log();
+    assert!(log.contains("TRACE") || log.contains("DEBUG"), "the log is verbose");
+    for secret in [REGISTRY_PASSWORD, basic.as_str(), GIT_PASSWORD, TOKEN, SECRET] {
+        for (what, text) in [("logs", &log), ("metrics", &metrics), ("status", &status)] {
+            assert!(!text.contains(secret), "{what} contain a secret");
+        }
     }
 }
