@@ -176,6 +176,11 @@ pub struct GitArgs {
     /// known_hosts file the ssh remote's host key must be listed in.
     #[arg(long, value_name = "FILE", env = "LIFEBOAT_GIT_KNOWN_HOSTS")]
     pub git_known_hosts: Option<PathBuf>,
+    /// Apply only a desired state whose last change is a commit signed with an SSH key listed
+    /// in this allowed-signers file (`principal ssh-ed25519 AAAA...` per line, as git's
+    /// `gpg.ssh.allowedSignersFile`); anything else is reported and not applied.
+    #[arg(long, value_name = "FILE", env = "LIFEBOAT_VERIFY_COMMITS")]
+    pub verify_commits: Option<PathBuf>,
     /// Folder for the local clone (default: a temporary folder, removed at exit).
     #[arg(long, value_name = "DIR", env = "LIFEBOAT_CHECKOUT_DIR")]
     pub checkout_dir: Option<PathBuf>,

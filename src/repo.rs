@@ -45,6 +45,7 @@ struct GitRepo {
     subdir: Option<String>,
     work: PathBuf,
     status: Option<Publish>,
+    signers: Option<crate::git::AllowedSigners>,
     /// Keeps a temporary clone alive as long as the repo is used.
     _temporary: Option<tempfile::TempDir>,
 }
@@ -112,6 +113,7 @@ impl Repo {
                 subdir: git.subdir.clone(),
                 work: dir.join("trees"),
                 status,
+                signers: git.verify_commits.as_deref().map(crate::git::AllowedSigners::new).transpose()?,
                 _temporary: temporary,
             })),
         })
@@ -141,6 +143,7 @@ impl Repo {
                 let checkout = g.checkout.clone();
                 let (branch, subdir, work) = (g.branch.clone(), g.subdir.clone(), g.work.clone());
                 let exclude = g.status.as_ref().map(|s| s.path.clone());
+                let signers = g.signers.clone();
                 tokio::task::spawn_blocking(move || {
                     let checkout = checkout.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     let heads = checkout.fetch(&[branch.as_str()])?;
@@ -163,6 +166,13 @@ impl Repo {
                         &root,
                         DirectorySource::new(&root)?.named(prefix.map_or(String::new(), |d| format!("{d}/"))),
                     )?;
+                    if let Some(signers) = &signers
+                        && snapshot.loaded.is_ok()
+                        && let Some(refused) =
+                            untrusted(&checkout, signers, &commit, subdir.as_deref(), exclude.as_deref())?
+                    {
+                        snapshot.loaded = Err(refused);
+                    }
                     snapshot.tree = exported.tree;
                     snapshot.commit = Some(exported.commit);
                     Ok(snapshot)
@@ -191,6 +201,37 @@ impl Repo {
         .context("committing status")??;
         Ok(Some(published))
     }
+}
+
+/// Why the desired state at `commit` is not trusted, when its last change is not signed by an
+/// allowed key.
+fn untrusted(
+    checkout: &Checkout,
+    signers: &crate::git::AllowedSigners,
+    commit: &str,
+    subdir: Option<&str>,
+    exclude: Option<&str>,
+) -> anyhow::Result<Option<Diagnostics>> {
+    let changed = checkout.last_desired_change(commit, subdir, exclude)?;
+    let why = match checkout.signature(&changed)? {
+        None => "it is not signed".to_string(),
+        Some((signature, data)) => match signers.verify(&signature, &data)? {
+            Ok(principal) => {
+                tracing::info!(commit = %changed, signer = %principal, "the desired state is signed by a trusted key");
+                return Ok(None);
+            }
+            Err(why) => why,
+        },
+    };
+    let mut diagnostics = Diagnostics::default();
+    diagnostics.push(
+        crate::desired::Diagnostic::error(
+            format!("commit {changed}"),
+            format!("the last change to the desired state is not trusted: {why}"),
+        )
+        .hint("sign it with a key listed in the --verify-commits file (git config gpg.format ssh; git commit -S)"),
+    );
+    Ok(Some(diagnostics))
 }
 
 /// Loads a folder; its "tree" is a hash of its YAML files.

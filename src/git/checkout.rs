@@ -126,6 +126,51 @@ impl Checkout {
         Ok(Exported { commit: commit.id().to_string(), tree: desired.to_string() })
     }
 
+    /// The newest commit on the first-parent chain of `commit` that changed the desired state
+    /// (the folder `path` without `exclude`): the commit whose signature vouches for it, past
+    /// any status commits on top.
+    pub fn last_desired_change(
+        &self,
+        commit: &str,
+        path: Option<&str>,
+        exclude: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let folder = Folder::parse(path)?;
+        let excluded = exclude.map(|e| Folder::parse(Some(e))).transpose()?;
+        let desired = |c: &git2::Commit<'_>| -> anyhow::Result<Option<Oid>> {
+            let root = c.tree()?;
+            let Some(tree) = tree::folder_at(&self.repo, &root, folder.components())? else {
+                return Ok(None);
+            };
+            Ok(Some(match &excluded {
+                Some(excluded) => tree::without(&self.repo, &tree, &folder, excluded)?,
+                None => tree.id(),
+            }))
+        };
+        let mut current =
+            self.repo.revparse_single(commit).and_then(|o| o.peel_to_commit()).map_err(|e| self.error(&e))?;
+        let tree = desired(&current)?;
+        loop {
+            let Ok(parent) = current.parent(0) else {
+                return Ok(current.id().to_string());
+            };
+            if desired(&parent)? != tree {
+                return Ok(current.id().to_string());
+            }
+            current = parent;
+        }
+    }
+
+    /// The signature of a commit and the data it signs, when the commit is signed.
+    pub fn signature(&self, commit: &str) -> anyhow::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let oid = Oid::from_str(commit).map_err(|e| self.error(&e))?;
+        match self.repo.extract_signature(&oid, None) {
+            Ok((signature, data)) => Ok(Some((signature.to_vec(), data.to_vec()))),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(self.error(&e)).with_context(|| format!("reading the signature of commit {commit}")),
+        }
+    }
+
     /// Fetches `branches` and points `refs/remotes/origin/<branch>` at each one's head, deleting
     /// the tracking refs of branches the remote no longer has.
     pub(super) fn fetch_heads(&self, branches: &[&str]) -> anyhow::Result<BTreeMap<String, Option<Oid>>> {

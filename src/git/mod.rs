@@ -11,6 +11,7 @@ mod checkout;
 mod credentials;
 mod known_hosts;
 mod publish;
+mod signing;
 mod tree;
 mod url;
 
@@ -29,6 +30,7 @@ use crate::desired::{Source, SourceFile};
 pub use checkout::{Checkout, Exported};
 pub use credentials::{Credentials, Secret};
 pub use publish::{Publish, Published};
+pub use signing::AllowedSigners;
 use tree::Folder;
 pub use url::redact as redact_url;
 

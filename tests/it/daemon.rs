@@ -519,3 +519,92 @@ fn no_secret_reaches_logs_metrics_or_status() {
         }
     }
 }
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Commits `files` on top of the remote's `main`, signed with the SSH key `key`, and pushes.
+fn push_signed(remote: &Remote, files: &[(&str, &str)], key: &Path) {
+    let work = remote.work.path();
+    git(work, &["fetch", "-q", "origin", "+refs/heads/main:refs/remotes/origin/main"]);
+    git(work, &["reset", "-q", "--hard", "origin/main"]);
+    for (path, text) in files {
+        let file = work.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, text).unwrap();
+    }
+    git(work, &["add", "-A"]);
+    let signing_key = format!("user.signingkey={}", key.display());
+    git(
+        work,
+        &[
+            "-c",
+            "user.name=Alice",
+            "-c",
+            "user.email=alice@example.invalid",
+            "-c",
+            "gpg.format=ssh",
+            "-c",
+            &signing_key,
+            "commit",
+            "-q",
+            "-S",
+            "-m",
+            "signed change",
+        ],
+    );
+    git(work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+}
+
+fn ssh_key(dir: &Path, name: &str) -> std::path::PathBuf {
+    let key = dir.join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    key
+}
+
+#[test]
+fn only_a_desired_state_signed_by_a_trusted_key_is_applied() {
+    let world = World::new();
+    rt().block_on(async {
+        let up = world.up();
+        up.image("vendor/app", Some("1.0"), &[layer(95, 1024)], "linux/amd64").await;
+        up.image("vendor/app", Some("2.0"), &[layer(96, 1024)], "linux/amd64").await;
+    });
+    let keys = tempfile::tempdir().unwrap();
+    let trusted = ssh_key(keys.path(), "alice");
+    let stranger = ssh_key(keys.path(), "mallory");
+    let allowed = keys.path().join("allowed_signers");
+    let public = std::fs::read_to_string(trusted.with_extension("pub")).unwrap();
+    std::fs::write(&allowed, format!("alice@example.invalid {public}")).unwrap();
+    let allowed = allowed.display().to_string();
+    let remote = Remote::new();
+    let text = desired_text(&world, "  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n");
+    remote.push(&[("README.md", "notes\n")], "start");
+    push_signed(&remote, &[("desired/mirrors.yaml", &text)], &trusted);
+
+    let run = apply_from(&remote, &["--verify-commits", &allowed]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(rt().block_on(world.mir().digest("mirror/vendor/app", "1.0")).is_some());
+    // Lifeboat's own (unsigned) status commit on top does not hide the signed change.
+    let run = apply_from(&remote, &["--verify-commits", &allowed]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    let more = text.replace("[\"1.0\"]", "[\"1.0\", \"2.0\"]");
+    remote.push(&[("desired/mirrors.yaml", &more)], "unsigned change");
+    let run = apply_from(&remote, &["--verify-commits", &allowed]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("is not trusted: it is not signed"), "{}", run.stderr);
+    push_signed(&remote, &[("desired/mirrors.yaml", &format!("{more}\n"))], &stranger);
+    let run = apply_from(&remote, &["--verify-commits", &allowed]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("its key is not in"), "{}", run.stderr);
+    assert_eq!(rt().block_on(world.mir().digest("mirror/vendor/app", "2.0")), None, "nothing untrusted applied");
+    assert!(remote.file("status/lifeboat.yaml").unwrap().contains("not trusted"));
+}
