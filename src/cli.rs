@@ -181,6 +181,10 @@ pub struct GitArgs {
     /// `gpg.ssh.allowedSignersFile`); anything else is reported and not applied.
     #[arg(long, value_name = "FILE", env = "LIFEBOAT_VERIFY_COMMITS")]
     pub verify_commits: Option<PathBuf>,
+    /// Folder of the status report in the repository: never read as desired state, and the
+    /// only place status commits change.
+    #[arg(long, default_value = "status", env = "LIFEBOAT_STATUS_PATH")]
+    pub status_path: String,
     /// Folder for the local clone (default: a temporary folder, removed at exit).
     #[arg(long, value_name = "DIR", env = "LIFEBOAT_CHECKOUT_DIR")]
     pub checkout_dir: Option<PathBuf>,
@@ -193,9 +197,6 @@ pub struct StatusArgs {
     /// Branch the status is committed to (default: the branch followed).
     #[arg(long, env = "LIFEBOAT_STATUS_BRANCH")]
     pub status_branch: Option<String>,
-    /// Folder of the status report in the repository; nothing outside it is ever changed.
-    #[arg(long, default_value = "status", env = "LIFEBOAT_STATUS_PATH")]
-    pub status_path: String,
     /// Author and committer of status commits, `Name <email>`.
     #[arg(long, default_value = "Lifeboat <lifeboat@localhost>", env = "LIFEBOAT_STATUS_AUTHOR")]
     pub status_author: String,

@@ -44,6 +44,8 @@ struct GitRepo {
     branch: String,
     subdir: Option<String>,
     work: PathBuf,
+    /// The status folder, left out of the desired state whether or not status is published.
+    status_path: String,
     status: Option<Publish>,
     signers: Option<crate::git::AllowedSigners>,
     /// Keeps a temporary clone alive as long as the repo is used.
@@ -95,7 +97,7 @@ impl Repo {
                 let (author_name, author_email) = author(&s.status_author)?;
                 Some(Publish {
                     branch: s.status_branch.clone().unwrap_or_else(|| git.branch.clone()),
-                    path: s.status_path.trim_matches('/').to_string(),
+                    path: git.status_path.trim_matches('/').to_string(),
                     author_name,
                     author_email,
                     message: s.status_message.clone(),
@@ -112,6 +114,7 @@ impl Repo {
                 branch: git.branch.clone(),
                 subdir: git.subdir.clone(),
                 work: dir.join("trees"),
+                status_path: git.status_path.trim_matches('/').to_string(),
                 status,
                 signers: git.verify_commits.as_deref().map(crate::git::AllowedSigners::new).transpose()?,
                 _temporary: temporary,
@@ -142,7 +145,7 @@ impl Repo {
             Kind::Git(g) => {
                 let checkout = g.checkout.clone();
                 let (branch, subdir, work) = (g.branch.clone(), g.subdir.clone(), g.work.clone());
-                let exclude = g.status.as_ref().map(|s| s.path.clone());
+                let exclude = Some(g.status_path.clone()).filter(|p| !p.is_empty());
                 let signers = g.signers.clone();
                 tokio::task::spawn_blocking(move || {
                     let checkout = checkout.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -168,8 +171,7 @@ impl Repo {
                     )?;
                     if let Some(signers) = &signers
                         && snapshot.loaded.is_ok()
-                        && let Some(refused) =
-                            untrusted(&checkout, signers, &commit, subdir.as_deref(), exclude.as_deref())?
+                        && let Some(refused) = untrusted(&checkout, signers, &commit, exclude.as_deref())?
                     {
                         snapshot.loaded = Err(refused);
                     }
@@ -209,10 +211,9 @@ fn untrusted(
     checkout: &Checkout,
     signers: &crate::git::AllowedSigners,
     commit: &str,
-    subdir: Option<&str>,
     exclude: Option<&str>,
 ) -> anyhow::Result<Option<Diagnostics>> {
-    let changed = checkout.last_desired_change(commit, subdir, exclude)?;
+    let changed = checkout.vouching_commit(commit, exclude)?;
     let why = match checkout.signature(&changed)? {
         None => "it is not signed".to_string(),
         Some((signature, data)) => match signers.verify(&signature, &data)? {
@@ -227,7 +228,7 @@ fn untrusted(
     diagnostics.push(
         crate::desired::Diagnostic::error(
             format!("commit {changed}"),
-            format!("the last change to the desired state is not trusted: {why}"),
+            format!("the commit that vouches for the desired state is not trusted: {why}"),
         )
         .hint("sign it with a key listed in the --verify-commits file (git config gpg.format ssh; git commit -S)"),
     );

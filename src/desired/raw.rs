@@ -17,6 +17,9 @@ pub const API_VERSION: &str = "lifeboat.dev/v1alpha1";
 /// The four kinds of document, in the order they are described.
 pub const KINDS: [&str; 4] = ["Registry", "MirrorSet", "PrePullSet", "BackupPolicy"];
 
+/// The kinds of the status documents Lifeboat writes: skipped when read as desired state.
+pub const STATUS_KINDS: [&str; 4] = ["LifeboatStatus", "MirrorSetStatus", "PrePullSetStatus", "BackupPolicyStatus"];
+
 /// API group and version of every Lifeboat document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum ApiVersion {

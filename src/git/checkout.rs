@@ -126,39 +126,29 @@ impl Checkout {
         Ok(Exported { commit: commit.id().to_string(), tree: desired.to_string() })
     }
 
-    /// The newest commit on the first-parent chain of `commit` that changed the desired state
-    /// (the folder `path` without `exclude`): the commit whose signature vouches for it, past
-    /// any status commits on top.
-    pub fn last_desired_change(
-        &self,
-        commit: &str,
-        path: Option<&str>,
-        exclude: Option<&str>,
-    ) -> anyhow::Result<String> {
-        let folder = Folder::parse(path)?;
+    /// The commit whose signature vouches for the repository at `commit`: `commit` itself,
+    /// or, past status commits on top of it (one parent, changes only under `exclude`), the
+    /// newest commit that is not one. A merge always vouches for itself.
+    pub fn vouching_commit(&self, commit: &str, exclude: Option<&str>) -> anyhow::Result<String> {
+        let root = Folder::parse(None)?;
         let excluded = exclude.map(|e| Folder::parse(Some(e))).transpose()?;
-        let desired = |c: &git2::Commit<'_>| -> anyhow::Result<Option<Oid>> {
-            let root = c.tree()?;
-            let Some(tree) = tree::folder_at(&self.repo, &root, folder.components())? else {
-                return Ok(None);
-            };
-            Ok(Some(match &excluded {
-                Some(excluded) => tree::without(&self.repo, &tree, &folder, excluded)?,
+        let without_status = |c: &git2::Commit<'_>| -> anyhow::Result<Oid> {
+            let tree = c.tree()?;
+            Ok(match &excluded {
+                Some(excluded) => tree::without(&self.repo, &tree, &root, excluded)?,
                 None => tree.id(),
-            }))
+            })
         };
         let mut current =
             self.repo.revparse_single(commit).and_then(|o| o.peel_to_commit()).map_err(|e| self.error(&e))?;
-        let tree = desired(&current)?;
-        loop {
-            let Ok(parent) = current.parent(0) else {
-                return Ok(current.id().to_string());
-            };
-            if desired(&parent)? != tree {
-                return Ok(current.id().to_string());
+        while current.parent_count() == 1 {
+            let parent = current.parent(0).map_err(|e| self.error(&e))?;
+            if without_status(&parent)? != without_status(&current)? {
+                break;
             }
             current = parent;
         }
+        Ok(current.id().to_string())
     }
 
     /// The signature of a commit and the data it signs, when the commit is signed.

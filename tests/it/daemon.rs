@@ -525,8 +525,9 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Commits `files` on top of the remote's `main`, signed with the SSH key `key`, and pushes.
-fn push_signed(remote: &Remote, files: &[(&str, &str)], key: &Path) {
+/// Commits `files` on top of the remote's `main`, signed with the SSH key `key`, and pushes;
+/// returns the commit id.
+fn push_signed(remote: &Remote, files: &[(&str, &str)], key: &Path) -> String {
     let work = remote.work.path();
     git(work, &["fetch", "-q", "origin", "+refs/heads/main:refs/remotes/origin/main"]);
     git(work, &["reset", "-q", "--hard", "origin/main"]);
@@ -556,6 +557,8 @@ fn push_signed(remote: &Remote, files: &[(&str, &str)], key: &Path) {
         ],
     );
     git(work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    let head = Command::new("git").arg("-C").arg(work).args(["rev-parse", "HEAD"]).output().unwrap();
+    String::from_utf8(head.stdout).unwrap().trim().to_string()
 }
 
 fn ssh_key(dir: &Path, name: &str) -> std::path::PathBuf {
@@ -587,7 +590,7 @@ fn only_a_desired_state_signed_by_a_trusted_key_is_applied() {
     let remote = Remote::new();
     let text = desired_text(&world, "  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n");
     remote.push(&[("README.md", "notes\n")], "start");
-    push_signed(&remote, &[("desired/mirrors.yaml", &text)], &trusted);
+    let signed = push_signed(&remote, &[("desired/mirrors.yaml", &text)], &trusted);
 
     let run = apply_from(&remote, &["--verify-commits", &allowed]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -607,4 +610,31 @@ fn only_a_desired_state_signed_by_a_trusted_key_is_applied() {
     assert!(run.stderr.contains("its key is not in"), "{}", run.stderr);
     assert_eq!(rt().block_on(world.mir().digest("mirror/vendor/app", "2.0")), None, "nothing untrusted applied");
     assert!(remote.file("status/lifeboat.yaml").unwrap().contains("not trusted"));
+
+    // Regression: an unsigned merge whose first parent is an old signed commit must not pass
+    // for that commit.
+    let work = remote.work.path();
+    git(work, &["fetch", "-q", "origin", "+refs/heads/main:refs/remotes/origin/main"]);
+    git(work, &["checkout", "-q", "-B", "rollback", &signed]);
+    git(
+        work,
+        &[
+            "-c",
+            "user.name=M",
+            "-c",
+            "user.email=m@example.invalid",
+            "merge",
+            "-q",
+            "--no-ff",
+            "-s",
+            "ours",
+            "-m",
+            "merge",
+            "origin/main",
+        ],
+    );
+    git(work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    let run = apply_from(&remote, &["--verify-commits", &allowed]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("is not trusted: it is not signed"), "{}", run.stderr);
 }

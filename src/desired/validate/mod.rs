@@ -194,6 +194,11 @@ fn read_document<'a>(
         );
         return None;
     }
+    // The status report Lifeboat commits may sit inside the desired-state folder: its
+    // documents are not desired state, and are left alone.
+    if text_field("kind").is_some_and(|k| crate::desired::raw::STATUS_KINDS.contains(&k)) {
+        return None;
+    }
     let kind = match text_field("kind") {
         Some(k) => match KINDS.iter().find(|known| **known == k) {
             Some(known) => *known,

@@ -380,3 +380,14 @@ fn file_references_are_normalized_and_hidden_files_refused() {
     let diags = load_files(&[("a.yaml", &with_key(".keys/k.pub")), (".keys/k.pub", "k")]).unwrap_err();
     assert!(diags.iter().any(|d| d.message.contains("hidden")), "{diags}");
 }
+
+/// Regression: with the status committed inside the desired-state folder (`--path .`), its
+/// documents were read as desired state and every later load failed.
+#[test]
+fn status_documents_lifeboat_wrote_are_not_desired_state() {
+    let status = "# Written by Lifeboat\napiVersion: lifeboat.dev/v1alpha1\nkind: MirrorSetStatus\nmetadata: {name: base}\nresult: succeeded\n";
+    let index = "apiVersion: lifeboat.dev/v1alpha1\nkind: LifeboatStatus\ndesiredTree: abc\n";
+    let state =
+        load_files(&[("m.yaml", MIRROR), ("status/MirrorSet/base.yaml", status), ("status/lifeboat.yaml", index)]);
+    assert_eq!(state.unwrap().mirror_sets.len(), 1);
+}
