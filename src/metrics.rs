@@ -215,6 +215,23 @@ impl Metrics {
         }
     }
 
+    /// Drops the series of a set that left the desired state, so no alert fires for it.
+    pub fn forget_set(&self, name: &str) {
+        let set = SetLabel { mirror_set: name.to_string() };
+        for result in [RunResult::Success, RunResult::Failure, RunResult::Skipped] {
+            self.runs.remove(&RunLabels { mirror_set: name.to_string(), result: result.label() });
+        }
+        self.last_success.remove(&set);
+        self.last_run.remove(&set);
+        self.duration.remove(&set);
+        for family in [&self.desired, &self.mirrored, &self.missing, &self.failed, &self.unknown, &self.drift] {
+            family.remove(&set);
+        }
+        for family in [&self.bytes, &self.blobs, &self.signature_failures] {
+            family.remove(&set);
+        }
+    }
+
     pub fn record_run(&self, name: &str, result: RunResult) {
         self.runs.get_or_create(&RunLabels { mirror_set: name.to_string(), result: result.label() }).inc();
     }

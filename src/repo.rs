@@ -164,6 +164,7 @@ impl Repo {
                         std::fs::rename(&staging, &root)
                             .with_context(|| format!("moving the desired state into {}", root.display()))?;
                     }
+                    prune_trees(&work, &root);
                     let prefix = subdir.as_deref().map(|d| d.trim_matches('/')).filter(|d| !d.is_empty() && *d != ".");
                     let mut snapshot = load_source(
                         &root,
@@ -202,6 +203,22 @@ impl Repo {
         .await
         .context("committing status")??;
         Ok(Some(published))
+    }
+}
+
+/// Keeps the newest few exported trees (a sync may still read the previous one), so the
+/// checkout folder does not grow with every change to the desired state.
+fn prune_trees(work: &Path, current: &Path) {
+    let Ok(entries) = std::fs::read_dir(work) else { return };
+    let mut trees: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.path() != current && e.file_name() != "incoming" && e.path().is_dir())
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    trees.sort();
+    let keep = 2;
+    for (_, old) in trees.iter().rev().skip(keep) {
+        let _ = std::fs::remove_dir_all(old);
     }
 }
 

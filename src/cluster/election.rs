@@ -14,6 +14,8 @@ const LEASE: Duration = Duration::from_secs(15);
 
 pub struct Election {
     leader: Arc<AtomicBool>,
+    /// When the Lease was last renewed: leading only counts while that is recent.
+    renewed: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
     stop: Arc<Notify>,
     requests: tokio::sync::mpsc::UnboundedSender<()>,
     task: tokio::task::JoinHandle<()>,
@@ -38,22 +40,35 @@ impl Election {
     /// Competes with `lock`, renewing every third of the Lease's duration.
     pub fn with_lock(lock: LeaseLock, wake: Arc<Notify>) -> Election {
         let leader = Arc::new(AtomicBool::new(false));
+        let renewed = Arc::new(std::sync::Mutex::new(None));
         let stop = Arc::new(Notify::new());
         let (requests, mut incoming) = tokio::sync::mpsc::unbounded_channel::<()>();
         let task = {
-            let (leader, stop) = (leader.clone(), stop.clone());
+            let (leader, stop, renewed) = (leader.clone(), stop.clone(), renewed.clone());
             tokio::spawn(async move {
                 let mut last_renewal: Option<tokio::time::Instant> = None;
                 // Requests older than this replica's start were for an earlier leader.
                 let mut seen = chrono::Utc::now();
                 loop {
-                    match lock.try_acquire_or_renew(chrono::Utc::now()).await {
+                    // An API server that hangs must not keep this replica leading: a round that
+                    // does not finish in time counts as a failed renewal.
+                    let round = tokio::time::timeout(LEASE / 3, lock.try_acquire_or_renew(chrono::Utc::now()))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(super::ClusterError::new(
+                                super::ErrorKind::Transient,
+                                "renewing the lease",
+                                "the API server did not answer in time",
+                            ))
+                        });
+                    match round {
                         Ok(Leadership::Leader) => {
                             if !leader.swap(true, Ordering::SeqCst) {
                                 tracing::info!("this replica now holds the Lease and applies");
                             }
                             last_renewal = Some(tokio::time::Instant::now());
-                            if let Ok(Some(at)) = lock.sync_requested().await
+                            *renewed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = last_renewal;
+                            if let Ok(Ok(Some(at))) = tokio::time::timeout(LEASE / 3, lock.sync_requested()).await
                                 && at > seen
                             {
                                 seen = at;
@@ -89,14 +104,16 @@ impl Election {
                         _ = stop.notified() => break,
                     }
                 }
-                if leader.swap(false, Ordering::SeqCst)
-                    && let Err(e) = lock.release().await
-                {
-                    tracing::warn!(error = %e, "could not release the Lease; it expires by itself");
+                if leader.swap(false, Ordering::SeqCst) {
+                    match tokio::time::timeout(LEASE / 3, lock.release()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %e, "could not release the Lease; it expires by itself"),
+                        Err(_) => tracing::warn!("releasing the Lease took too long; it expires by itself"),
+                    }
                 }
             })
         };
-        Election { leader, stop, requests, task }
+        Election { leader, renewed, stop, requests, task }
     }
 
     /// A trigger or webhook reached this replica: when it does not lead, pass the request on
@@ -107,14 +124,24 @@ impl Election {
         }
     }
 
+    /// Leading: the Lease is ours and was renewed within two thirds of its duration, so no
+    /// standby can have taken it over yet.
     pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::SeqCst)
+        let recent = self
+            .renewed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|t| t.elapsed() < LEASE * 2 / 3);
+        recent && self.leader.load(Ordering::SeqCst)
     }
 
     /// Stops renewing and gives the Lease up, so a standby takes over at once.
     pub async fn stop(self) {
         self.stop.notify_one();
-        let _ = self.task.await;
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(LEASE / 2, self.task).await.is_err() {
+            abort.abort();
+        }
     }
 }
 

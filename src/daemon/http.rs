@@ -21,7 +21,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/trigger", post(trigger))
-        .route("/webhook", post(webhook))
+        // GitHub sends push payloads of up to 25 MB.
+        .route("/webhook", post(webhook).layer(axum::extract::DefaultBodyLimit::max(32 << 20)))
         .with_state(shared)
 }
 
@@ -38,7 +39,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-/// Syncs now; a standby also passes the request on to the leader.
+/// Fetches now (and syncs what changed); a standby also passes the request on to the leader.
 fn wake(shared: &Shared) {
     shared.wake.notify_one();
     if let Some(election) = &shared.election {
@@ -60,6 +61,7 @@ async fn trigger(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
     match given {
         Some(given) if same(given.trim().as_bytes(), token.as_bytes()) => {
             tracing::info!(source = "trigger", "sync requested");
+            shared.sync_all.store(true, Ordering::SeqCst);
             wake(&shared);
             (StatusCode::ACCEPTED, "sync requested\n").into_response()
         }
@@ -125,7 +127,7 @@ async fn webhook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     let wanted = format!("refs/heads/{}", shared.branch);
     match pushed {
         Some(r) if r == wanted => {
-            tracing::info!(source = ?sender, branch = %shared.branch, "push received; syncing");
+            tracing::info!(source = ?sender, branch = %shared.branch, "push received; fetching");
             wake(&shared);
             (StatusCode::ACCEPTED, "sync requested\n").into_response()
         }

@@ -30,12 +30,19 @@ use crate::registry::OciRegistry;
 use crate::repo::{Repo, Snapshot};
 use crate::status::{self, SetPass};
 
+/// The longest a fetch or a status commit may hold up the control loop.
+const GIT_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// What the endpoints share with the control loop.
 pub struct Shared {
     pub metrics: Metrics,
     pub ready: AtomicBool,
-    /// Fetch and sync now (trigger, webhook).
+    /// Fetch now (trigger, webhook, a standby's request through the Lease).
     pub wake: Arc<Notify>,
+    /// With `wake`: run every set now, not only those a new desired state makes due (an
+    /// explicit trigger; a push webhook only fetches, so Lifeboat's own status commits,
+    /// which push too, never start a sync).
+    pub sync_all: AtomicBool,
     /// With several replicas: passes a trigger reaching a standby on to the leader.
     pub election: Option<crate::cluster::Election>,
     pub trigger_token: Option<String>,
@@ -83,6 +90,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         metrics: Metrics::new(args.storage_path.clone()),
         ready: AtomicBool::new(false),
         wake,
+        sync_all: AtomicBool::new(false),
         election,
         trigger_token: read_secret(&args.trigger_token_file, "--trigger-token-file")?,
         webhook_secret: read_secret(&args.webhook_secret_file, "--webhook-secret-file")?,
@@ -114,7 +122,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         due: BTreeMap::new(),
         running: BTreeSet::new(),
         missing_first: true,
+        rerun: BTreeSet::new(),
         tasks: JoinSet::new(),
+        task_sets: std::collections::HashMap::new(),
         alerts: shipped_alerts(),
     };
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
@@ -124,15 +134,21 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     loop {
         let leader = shared.election.as_ref().is_none_or(|l| l.is_leader());
         shared.metrics.set_leader(leader);
-        let wait = daemon.next_wake(next_fetch);
+        let wait = daemon.next_wake(next_fetch, leader);
         tokio::select! {
             _ = tokio::time::sleep_until(wait) => {}
             _ = shared.wake.notified() => {
                 next_fetch = tokio::time::Instant::now();
-                daemon.all_due();
+                if shared.sync_all.swap(false, Ordering::SeqCst) {
+                    daemon.all_due();
+                }
             }
             Some(done) = done_rx.recv() => {
                 daemon.finished(done).await;
+                continue;
+            }
+            Some(joined) = daemon.tasks.join_next_with_id(), if !daemon.tasks.is_empty() => {
+                daemon.joined(joined);
                 continue;
             }
             _ = terminate.recv() => break,
@@ -157,7 +173,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
                 break;
             }
             Some(done) = done_rx.recv() => daemon.finished(done).await,
-            _ = daemon.tasks.join_next() => {}
+            Some(joined) = daemon.tasks.join_next_with_id() => daemon.joined(joined),
         }
     }
     while let Ok(done) = done_rx.try_recv() {
@@ -186,16 +202,50 @@ struct Daemon<'a> {
     /// When each MirrorSet runs next.
     due: BTreeMap<String, DateTime<Utc>>,
     running: BTreeSet<String>,
-    /// The start-up pass that copies missing images has not run yet.
+    /// The pass that copies missing images first has not run yet for the current state.
     missing_first: bool,
+    /// Sets that were running when a new desired state arrived: they run again once done.
+    rerun: BTreeSet<String>,
     tasks: JoinSet<()>,
+    /// Which set each task syncs ("" for the missing-first pass).
+    task_sets: std::collections::HashMap<tokio::task::Id, String>,
     alerts: Vec<String>,
 }
 
 impl Daemon<'_> {
-    fn next_wake(&self, next_fetch: tokio::time::Instant) -> tokio::time::Instant {
+    /// Whether this replica applies (always, without a Lease).
+    fn leads(&self) -> bool {
+        self.shared.election.as_ref().is_none_or(|e| e.is_leader())
+    }
+
+    /// A sync task ended: forget it; one that panicked frees its set and counts as failed.
+    fn joined(&mut self, joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let (id, failure) = match joined {
+            Ok((id, ())) => (id, None),
+            Err(e) => (e.id(), Some(e)),
+        };
+        let Some(name) = self.task_sets.remove(&id) else {
+            return;
+        };
+        if let Some(e) = failure {
+            if e.is_panic() {
+                tracing::error!(set = %name, "a sync stopped on an internal error; the set runs again on its schedule");
+                if !name.is_empty() {
+                    self.shared.metrics.record_run(&name, RunResult::Failure);
+                }
+            }
+            self.running.remove(&name);
+            if name.is_empty() {
+                self.finished_missing_first();
+            }
+        }
+    }
+
+    fn next_wake(&self, next_fetch: tokio::time::Instant, leader: bool) -> tokio::time::Instant {
         let now = Utc::now();
-        let soonest = self.due.values().min().map(|t| (*t - now).to_std().unwrap_or_default());
+        // Due times only matter when this replica can start something.
+        let can_start = leader && !self.running.contains("");
+        let soonest = self.due.values().min().filter(|_| can_start).map(|t| (*t - now).to_std().unwrap_or_default());
         let lease_tick = tokio::time::Instant::now() + Duration::from_secs(5);
         let mut wake = next_fetch.min(lease_tick);
         if let Some(d) = soonest {
@@ -207,18 +257,32 @@ impl Daemon<'_> {
     /// Fetches the desired state; a new valid one is applied at once, an invalid one is
     /// reported and the last valid one kept.
     async fn refresh(&mut self) {
-        let snapshot = match self.repo.fetch().await {
-            Ok(s) => s,
-            Err(e) => {
+        let snapshot = match tokio::time::timeout(GIT_TIMEOUT, self.repo.fetch()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
                 tracing::error!(error = format!("{e:#}"), "could not read the desired state; keeping the last one");
+                return;
+            }
+            Err(_) => {
+                tracing::error!(
+                    seconds = GIT_TIMEOUT.as_secs(),
+                    "reading the desired state took too long; keeping the last one"
+                );
                 return;
             }
         };
         self.shared.metrics.fetched(Utc::now());
         self.shared.ready.store(true, Ordering::SeqCst);
-        let known = self.applied.as_ref().map(|a| a.tree.as_str()) == Some(snapshot.tree.as_str())
-            || self.invalid.as_ref().map(|(_, t)| t.as_str()) == Some(snapshot.tree.as_str());
-        if known {
+        if self.invalid.as_ref().map(|(_, t)| t.as_str()) == Some(snapshot.tree.as_str()) {
+            return;
+        }
+        if self.applied.as_ref().map(|a| a.tree.as_str()) == Some(snapshot.tree.as_str()) {
+            if self.invalid.take().is_some() {
+                // The invalid change was reverted: the state being applied is the newest again.
+                tracing::info!(tree = %snapshot.tree, "the desired state is valid again");
+                self.shared.metrics.set_desired_valid(true);
+                self.publish().await;
+            }
             return;
         }
         let Snapshot { tree, commit, root, loaded } = snapshot;
@@ -236,7 +300,14 @@ impl Daemon<'_> {
                 }
                 let now = Utc::now();
                 self.due = state.mirror_sets.keys().map(|n| (n.clone(), now)).collect();
+                for gone in self.passes.keys().filter(|n| !state.mirror_sets.contains_key(*n)) {
+                    self.shared.metrics.forget_set(gone);
+                }
                 self.passes.retain(|name, _| state.mirror_sets.contains_key(name));
+                // A set still syncing the previous state runs again once done, and what is
+                // missing under the new state is copied first.
+                self.rerun = self.running.iter().filter(|n| !n.is_empty()).cloned().collect();
+                self.missing_first = true;
                 self.applied = Some(Applied { tree, state: Arc::new(state), registry: Arc::new(registry) });
                 self.invalid = None;
             }
@@ -248,7 +319,9 @@ impl Daemon<'_> {
                 tracing::error!(tree = %tree, problems = %diagnostics, "the new desired state is invalid; nothing of it is applied, the last valid one is kept");
                 self.shared.metrics.set_desired_valid(false);
                 self.invalid = Some((diagnostics, tree));
-                self.publish().await;
+                if self.leads() {
+                    self.publish().await;
+                }
             }
         }
     }
@@ -271,7 +344,7 @@ impl Daemon<'_> {
                 self.missing_first = false;
                 self.running.insert(String::new());
                 let (state, registry, done) = (applied.state.clone(), applied.registry.clone(), done.clone());
-                self.tasks.spawn_local(async move {
+                let handle = self.tasks.spawn_local(async move {
                     let pass = reconcile::run_missing_first(&state, &*registry).await;
                     tracing::info!(
                         copied = pass.outcomes.as_ref().map_or(0, Vec::len),
@@ -279,6 +352,7 @@ impl Daemon<'_> {
                     );
                     let _ = done.send(Done::Missing).await;
                 });
+                self.task_sets.insert(handle.id(), String::new());
             }
             return;
         }
@@ -306,7 +380,8 @@ impl Daemon<'_> {
             let registry = applied.registry.clone();
             let earlier = self.passes.get(&name).map(|p| (name.clone(), p.clone())).into_iter().collect();
             let done = done.clone();
-            self.tasks.spawn_local(async move {
+            let set = name.clone();
+            let handle = self.tasks.spawn_local(async move {
                 let started = Utc::now();
                 let pass = reconcile::run(&state, &*registry).await;
                 let mut by_set = pass.by_set(started, Utc::now(), &earlier);
@@ -314,20 +389,18 @@ impl Daemon<'_> {
                     let _ = done.send(Done::Set(name, Box::new(set_pass))).await;
                 }
             });
+            self.task_sets.insert(handle.id(), set);
         }
     }
 
     async fn finished(&mut self, done: Done) {
         match done {
-            Done::Missing => {
-                self.running.remove("");
-                let now = Utc::now();
-                for t in self.due.values_mut() {
-                    *t = now;
-                }
-            }
+            Done::Missing => self.finished_missing_first(),
             Done::Set(name, pass) => {
                 self.running.remove(&name);
+                if self.rerun.remove(&name) {
+                    self.due.insert(name.clone(), Utc::now());
+                }
                 let result = if pass.succeeded() { "succeeded" } else { "failed" };
                 tracing::info!(set = %name, result, changes = pass.outcomes.len(), "sync finished");
                 self.shared.metrics.record_pass(&name, &pass);
@@ -337,7 +410,17 @@ impl Daemon<'_> {
         }
     }
 
-    /// Renders the status (for metrics always; committed when the repo publishes).
+    /// After the missing-first pass, every set runs a full sync.
+    fn finished_missing_first(&mut self) {
+        self.running.remove("");
+        let now = Utc::now();
+        for t in self.due.values_mut() {
+            *t = now;
+        }
+    }
+
+    /// Renders the status (for metrics always; committed when the repo publishes and this
+    /// replica leads).
     async fn publish(&mut self) {
         let owned = StatusInput {
             applied: self.applied.as_ref().map(|a| (a.state.clone(), a.tree.clone())),
@@ -349,15 +432,25 @@ impl Daemon<'_> {
         if let Some(rendered) = owned.render(&BTreeMap::new(), now, None) {
             self.shared.metrics.record_status(&rendered);
         }
+        if !self.leads() {
+            return;
+        }
         let heartbeat = self.args.status.heartbeat.and_then(|h| chrono::Duration::from_std(h).ok());
-        match self.repo.publish(Box::new(move |previous| owned.render(previous, now, heartbeat).map(|r| r.files))).await
-        {
-            Ok(Some(crate::git::Published::Committed { commit, attempts })) => {
+        let publish =
+            self.repo.publish(Box::new(move |previous| owned.render(previous, now, heartbeat).map(|r| r.files)));
+        match tokio::time::timeout(GIT_TIMEOUT, publish).await {
+            Ok(Ok(Some(crate::git::Published::Committed { commit, attempts }))) => {
                 self.shared.metrics.status_committed();
                 tracing::info!(%commit, attempts, "status committed");
             }
-            Ok(_) => tracing::debug!("status unchanged"),
-            Err(e) => tracing::error!(error = format!("{e:#}"), "could not commit status; the next pass tries again"),
+            Ok(Ok(_)) => tracing::debug!("status unchanged"),
+            Ok(Err(e)) => {
+                tracing::error!(error = format!("{e:#}"), "could not commit status; the next pass tries again")
+            }
+            Err(_) => tracing::error!(
+                seconds = GIT_TIMEOUT.as_secs(),
+                "committing status took too long; the next pass tries again"
+            ),
         }
     }
 }

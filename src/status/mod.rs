@@ -282,6 +282,9 @@ impl Renderer<'_> {
             };
             if let Observed::Unknown(why) = &o.selected {
                 image.problem = Some(format!("upstream tag list unknown: {why}"));
+                // Its tags cannot be listed, so they cannot be counted as mirrored either.
+                status.summary.unknown += 1;
+                status.summary.missing += 1;
             }
             for (tag, upstream) in &o.upstream {
                 let previous = carried.get(&(o.target.to_string(), tag.clone())).copied();
