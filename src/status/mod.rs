@@ -335,6 +335,7 @@ impl Renderer<'_> {
                 _ => None,
             },
             mirror: held.as_ref().map(Digest::to_string),
+            mirror_unknown: false,
             platforms: match platforms {
                 crate::desired::Platforms::All => None,
                 crate::desired::Platforms::Only(p) => Some(p.iter().cloned().collect()),
@@ -387,6 +388,12 @@ impl Renderer<'_> {
                     t.state = TagState::Missing;
                 }
             }
+        }
+        // The mirror could not be read: the report keeps what it last saw there, marked so,
+        // rather than forgetting the digest, when it changed and who signed it.
+        if t.mirror.is_none() && matches!(o.mirror.get(tag), Some(Observed::Unknown(_))) {
+            t.mirror = previous.and_then(|p| p.mirror.clone());
+            t.mirror_unknown = true;
         }
         // What does not change from pass to pass comes from the previous report while the
         // mirror holds the same digest: when it last changed, and who signed it.

@@ -121,7 +121,7 @@ pub struct Counts {
 impl Counts {
     pub fn count(&mut self, t: &TagStatus) {
         self.desired += 1;
-        if t.mirror.is_some() {
+        if t.mirror.is_some() && !t.mirror_unknown {
             self.mirrored += 1;
         } else {
             self.missing += 1;
@@ -132,7 +132,7 @@ impl Counts {
             TagState::Unknown => self.unknown += 1,
             _ => {}
         }
-        if t.mirror.is_some() && t.upstream.is_some() && t.mirror != t.upstream && t.platforms.is_none() {
+        if !t.mirror_unknown && t.mirror.is_some() && t.upstream.is_some() && t.mirror != t.upstream && t.platforms.is_none() {
             self.drift += 1;
         }
     }
@@ -156,8 +156,11 @@ pub struct TagStatus {
     pub state: TagState,
     /// The upstream digest, when it could be read.
     pub upstream: Option<String>,
-    /// The digest the mirror holds.
+    /// The digest the mirror holds (with `mirrorUnknown`: held when last seen).
     pub mirror: Option<String>,
+    /// The mirror could not be read in the last pass.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mirror_unknown: bool,
     /// The platforms copied, when the set copies only some.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platforms: Option<Vec<String>>,

@@ -252,3 +252,38 @@ fn the_committed_example_status_is_current() {
         );
     }
 }
+
+/// Regression: a pass that could not read the mirror made the report forget what the mirror
+/// held, when it last changed and who signed it, for good.
+#[test]
+fn an_unreadable_mirror_keeps_what_the_report_last_saw() {
+    let desired = state();
+    let registry = registry();
+    let alerts = alerts();
+    let none = BTreeMap::new();
+    let first = pass(&desired, &registry, at(10), &BTreeMap::new());
+    let input = Input {
+        desired: Desired::Valid { state: &desired, tree: "t" },
+        passes: &first,
+        previous: &none,
+        now: at(10),
+        alerts: &alerts,
+    };
+    let written = render(&input);
+    registry.set_down(MIRROR, true);
+    let down = pass(&desired, &registry, at(11), &first);
+    let during = render(&Input { passes: &down, previous: &written.files, now: at(11), ..input });
+    let set: MirrorSetStatus = serde_yaml::from_slice(&during.files["MirrorSet/base.yaml"]).unwrap();
+    let tag = &set.images[0].tags["1.0"];
+    assert_eq!((tag.state, tag.mirror_unknown), (TagState::Unknown, true));
+    assert_eq!(tag.mirror, Some(digest(1).to_string()));
+    assert_eq!(tag.last_change.as_deref(), Some("2026-11-02T10:00:00Z"));
+    assert!(!tag.signer.is_empty());
+    assert_eq!(set.summary.mirrored, 0, "what could not be seen is not counted as mirrored");
+    registry.set_down(MIRROR, false);
+    let back = pass(&desired, &registry, at(12), &down);
+    let after = render(&Input { passes: &back, previous: &during.files, now: at(12), ..input });
+    let set: MirrorSetStatus = serde_yaml::from_slice(&after.files["MirrorSet/base.yaml"]).unwrap();
+    let tag = &set.images[0].tags["1.0"];
+    assert_eq!((tag.state, tag.last_change.as_deref()), (TagState::InSync, Some("2026-11-02T10:00:00Z")));
+}
