@@ -232,6 +232,13 @@ impl Metrics {
         }
     }
 
+    /// The last success of a set before this process started, from the committed status.
+    pub fn seed_last_success(&self, name: &str, at: chrono::DateTime<chrono::Utc>) {
+        self.last_success
+            .get_or_create(&SetLabel { mirror_set: name.to_string() })
+            .set(at.timestamp_millis() as f64 / 1000.0);
+    }
+
     pub fn record_run(&self, name: &str, result: RunResult) {
         self.runs.get_or_create(&RunLabels { mirror_set: name.to_string(), result: result.label() }).inc();
     }

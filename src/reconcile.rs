@@ -27,7 +27,7 @@ impl Pass {
         &self,
         started: chrono::DateTime<chrono::Utc>,
         finished: chrono::DateTime<chrono::Utc>,
-        earlier: &BTreeMap<String, SetPass>,
+        last_success: &BTreeMap<String, chrono::DateTime<chrono::Utc>>,
     ) -> BTreeMap<String, SetPass> {
         self.actual
             .mirror_sets
@@ -41,7 +41,7 @@ impl Pass {
                     observations: observations.clone(),
                     plan: self.plan.of_set(name),
                     outcomes,
-                    last_success: earlier.get(name).and_then(|p| p.last_success),
+                    last_success: last_success.get(name).copied(),
                 };
                 if self.outcomes.is_some() && pass.succeeded() {
                     pass.last_success = Some(finished);

@@ -186,6 +186,24 @@ impl Repo {
         }
     }
 
+    /// The status files the status branch holds now (empty for a folder, or before any).
+    pub async fn committed_status(&self) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+        let Kind::Git(g) = &self.kind else {
+            return Ok(BTreeMap::new());
+        };
+        let Some(request) = g.status.clone() else {
+            return Ok(BTreeMap::new());
+        };
+        let checkout = g.checkout.clone();
+        tokio::task::spawn_blocking(move || {
+            let checkout = checkout.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            checkout.fetch(&[request.branch.as_str()])?;
+            checkout.read_folder(&request.branch, &request.path)
+        })
+        .await
+        .context("reading the committed status")?
+    }
+
     /// Commits status files, when this repo publishes status; `Ok(None)` when it does not.
     pub async fn publish(&self, render: Render) -> anyhow::Result<Option<Published>> {
         let Kind::Git(g) = &self.kind else {

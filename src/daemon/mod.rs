@@ -126,7 +126,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         tasks: JoinSet::new(),
         task_sets: std::collections::HashMap::new(),
         alerts: shipped_alerts(),
+        seeded: BTreeMap::new(),
     };
+    daemon.seed_from_committed_status().await;
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("watching for SIGTERM")?;
@@ -210,6 +212,8 @@ struct Daemon<'a> {
     /// Which set each task syncs ("" for the missing-first pass).
     task_sets: std::collections::HashMap<tokio::task::Id, String>,
     alerts: Vec<String>,
+    /// Last successes read from the committed status at start-up, until a pass has run.
+    seeded: BTreeMap<String, DateTime<Utc>>,
 }
 
 impl Daemon<'_> {
@@ -300,10 +304,12 @@ impl Daemon<'_> {
                 }
                 let now = Utc::now();
                 self.due = state.mirror_sets.keys().map(|n| (n.clone(), now)).collect();
-                for gone in self.passes.keys().filter(|n| !state.mirror_sets.contains_key(*n)) {
+                for gone in self.passes.keys().chain(self.seeded.keys()).filter(|n| !state.mirror_sets.contains_key(*n))
+                {
                     self.shared.metrics.forget_set(gone);
                 }
                 self.passes.retain(|name, _| state.mirror_sets.contains_key(name));
+                self.seeded.retain(|name, _| state.mirror_sets.contains_key(name));
                 // A set still syncing the previous state runs again once done, and what is
                 // missing under the new state is copied first.
                 self.rerun = self.running.iter().filter(|n| !n.is_empty()).cloned().collect();
@@ -322,6 +328,36 @@ impl Daemon<'_> {
                 if self.leads() {
                     self.publish().await;
                 }
+            }
+        }
+    }
+
+    /// When the set last synced successfully, as far as this process or the committed status
+    /// knows: a restart does not forget it, so freshness alerts stay true.
+    fn last_success(&self, name: &str) -> Option<DateTime<Utc>> {
+        self.passes.get(name).and_then(|p| p.last_success).or_else(|| self.seeded.get(name).copied())
+    }
+
+    async fn seed_from_committed_status(&mut self) {
+        let files = match tokio::time::timeout(GIT_TIMEOUT, self.repo.committed_status()).await {
+            Ok(Ok(files)) => files,
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "could not read the committed status; last successes start empty"
+                );
+                return;
+            }
+            Err(_) => return,
+        };
+        let Some(index) = files.get(status::INDEX).and_then(|b| serde_yaml::from_slice::<status::Index>(b).ok()) else {
+            return;
+        };
+        for (name, set) in index.mirror_sets {
+            if let Some(at) = set.last_success.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) {
+                let at = at.with_timezone(&Utc);
+                self.shared.metrics.seed_last_success(&name, at);
+                self.seeded.insert(name, at);
             }
         }
     }
@@ -378,7 +414,8 @@ impl Daemon<'_> {
             self.running.insert(name.clone());
             let state = applied.state.only_mirror_set(&name);
             let registry = applied.registry.clone();
-            let earlier = self.passes.get(&name).map(|p| (name.clone(), p.clone())).into_iter().collect();
+            let earlier: BTreeMap<String, DateTime<Utc>> =
+                self.last_success(&name).map(|t| (name.clone(), t)).into_iter().collect();
             let done = done.clone();
             let set = name.clone();
             let handle = self.tasks.spawn_local(async move {

@@ -151,6 +151,19 @@ impl Checkout {
         Ok(current.id().to_string())
     }
 
+    /// The files under `path` at the head of the fetched `branch` (paths relative to `path`);
+    /// empty when the branch or the folder does not exist.
+    pub fn read_folder(&self, branch: &str, path: &str) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+        let Ok(reference) = self.repo.find_reference(&format!("refs/remotes/{REMOTE}/{branch}")) else {
+            return Ok(BTreeMap::new());
+        };
+        let root = reference.peel_to_tree().map_err(|e| self.error(&e))?;
+        match tree::folder_at(&self.repo, &root, Folder::parse(Some(path))?.components())? {
+            Some(folder) => tree::read_files(&self.repo, &folder),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
     /// The signature of a commit and the data it signs, when the commit is signed.
     pub fn signature(&self, commit: &str) -> anyhow::Result<Option<(Vec<u8>, Vec<u8>)>> {
         let oid = Oid::from_str(commit).map_err(|e| self.error(&e))?;

@@ -132,7 +132,12 @@ impl Counts {
             TagState::Unknown => self.unknown += 1,
             _ => {}
         }
-        if !t.mirror_unknown && t.mirror.is_some() && t.upstream.is_some() && t.mirror != t.upstream && t.platforms.is_none() {
+        if !t.mirror_unknown
+            && t.mirror.is_some()
+            && t.upstream.is_some()
+            && t.mirror != t.upstream
+            && t.platforms.is_none()
+        {
             self.drift += 1;
         }
     }

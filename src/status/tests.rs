@@ -55,7 +55,8 @@ fn pass(
     earlier: &BTreeMap<String, SetPass>,
 ) -> BTreeMap<String, SetPass> {
     let pass = rt().block_on(reconcile::run(desired, registry));
-    pass.by_set(when, when, earlier)
+    let last_success = earlier.iter().filter_map(|(n, p)| Some((n.clone(), p.last_success?))).collect();
+    pass.by_set(when, when, &last_success)
 }
 
 fn text(files: &BTreeMap<String, Vec<u8>>, path: &str) -> String {

@@ -638,3 +638,33 @@ fn only_a_desired_state_signed_by_a_trusted_key_is_applied() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("is not trusted: it is not signed"), "{}", run.stderr);
 }
+
+/// Regression: after a restart, the last successful sync was forgotten until a sync succeeded,
+/// so with upstream down the lag alert had nothing to fire on.
+#[test]
+fn a_restarted_daemon_remembers_the_last_success_from_the_status() {
+    let mut world = World::new();
+    rt().block_on(world.up().image("vendor/app", Some("1.0"), &[layer(97, 1024)], "linux/amd64"));
+    let remote = Remote::new();
+    let text = desired_text(&world, "  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n");
+    remote.push(&[("desired/mirrors.yaml", &text)], "mirror 1.0");
+    let url = remote.url();
+    let args = ["--repo", url.as_str(), "--path", "desired", "--timeout", "2s", "--retries", "0"];
+    let first = Daemon::start(&args);
+    wait_for("a status commit", Duration::from_secs(30), || {
+        remote.file("status/lifeboat.yaml").filter(|s| s.contains("result: succeeded"))
+    });
+    assert_eq!(first.terminate(Duration::from_secs(15)), 0);
+    world.upstream.stop();
+    let second = Daemon::start(&args);
+    let metrics = wait_for("a failed sync after the restart", Duration::from_secs(30), || {
+        let m = second.metrics();
+        m.contains("lifeboat_sync_runs_total{mirror_set=\"set\",result=\"failure\"} 1").then_some(m)
+    });
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("lifeboat_sync_last_success_timestamp_seconds{mirror_set=\"set\"}"))
+        .unwrap_or_else(|| panic!("no last success after the restart:\n{metrics}"));
+    let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(value > 1.7e9, "{line}");
+}
