@@ -340,14 +340,44 @@ fn the_daemon_follows_pushes_survives_an_outage_and_stops_on_sigterm() {
         (mirrored("1.1") == Some(second.clone())).then_some(())
     });
 
-    // Upstream goes down: the daemon stays up, reports it, and the mirror is untouched.
+    // Upstream is killed in the middle of a pass, while a large layer is on its way: the
+    // daemon stays up, the failure is reported, and no tag points at half-copied content.
+    let big = layer(82, 96 << 20);
+    let big_digest = crate::support::images::digest_of(&big);
+    let third = rt().block_on(world.up().image("vendor/app", Some("1.2"), &[big], "linux/amd64")).0;
+    world.mirror.clear_requests();
+    remote.push(&[("desired/mirrors.yaml", &text.replace("[\"1.0\"]", "[\"1.0\", \"1.1\", \"1.2\"]"))], "mirror 1.2");
+    let signature = github_signature(SECRET, event);
+    let accepted =
+        daemon.request("POST", "/webhook", &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &signature)], event);
+    assert_eq!(accepted.0, 202, "{accepted:?}");
+    wait_for("the large layer to be on its way", Duration::from_secs(30), || {
+        world.mirror.requests().iter().any(|(_, path)| path.contains(&big_digest)).then_some(())
+    });
+    world.upstream.stop();
+    wait_for("the failed pass in the metrics", Duration::from_secs(30), || {
+        daemon.metrics().contains("lifeboat_sync_runs_total{mirror_set=\"set\",result=\"failure\"} 1").then_some(())
+    });
+    wait_for("the failure in the status", Duration::from_secs(30), || {
+        remote.file("status/MirrorSet/set.yaml").filter(|s| !s.contains("failed: 0") || !s.contains("unknown: 0"))
+    });
+    assert_eq!(mirrored("1.2"), None, "no tag for what was not copied whole");
+    assert_eq!((mirrored("1.0"), mirrored("1.1")), (Some(first.clone()), Some(second.clone())), "mirror untouched");
+    world.upstream.restart();
+    assert_eq!(daemon.request("POST", "/trigger", &[("Authorization", &format!("Bearer {TOKEN}"))], "").0, 202);
+    wait_for("1.2 after upstream came back", Duration::from_secs(60), || {
+        (mirrored("1.2") == Some(third.clone())).then_some(())
+    });
+
+    // Upstream goes down between passes: the daemon stays up, reports it, and the mirror is
+    // untouched.
     world.upstream.stop();
     assert_eq!(daemon.request("POST", "/trigger", &[("Authorization", "Bearer wrong")], "").0, 401);
     assert_eq!(daemon.request("POST", "/trigger", &[("Authorization", &format!("Bearer {TOKEN}"))], "").0, 202);
     wait_for("the outage in the metrics", Duration::from_secs(30), || {
         let m = daemon.metrics();
         (m.contains(&format!("lifeboat_registry_up{{host=\"{}\"}} 0", world.upstream.host))
-            && m.contains("lifeboat_sync_runs_total{mirror_set=\"set\",result=\"failure\"} 1"))
+            && m.contains("lifeboat_sync_runs_total{mirror_set=\"set\",result=\"failure\"} 2"))
         .then_some(())
     });
     wait_for("the outage in the status", Duration::from_secs(30), || {
