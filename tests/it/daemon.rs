@@ -698,3 +698,65 @@ fn a_restarted_daemon_remembers_the_last_success_from_the_status() {
     let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(value > 1.7e9, "{line}");
 }
+
+/// Git's smart HTTP (git-http-backend behind basic auth, on loopback), as https remotes are
+/// reached, without TLS.
+struct GitHttp {
+    child: Child,
+    port: u16,
+}
+
+impl GitHttp {
+    fn start(root: &Path, user: &str, password: &str) -> GitHttp {
+        let script = crate::support::root().join("tests/it/support/git_http.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args([root.to_str().unwrap(), user, password])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        let port = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+        GitHttp { child, port }
+    }
+}
+
+impl Drop for GitHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_remote_over_http_takes_a_password_file_and_refuses_a_wrong_one_clearly() {
+    const PASSWORD: &str = "http-git-password-61d2";
+    let world = World::new();
+    rt().block_on(world.up().image("vendor/app", Some("1.0"), &[layer(98, 1024)], "linux/amd64"));
+    let remote = Remote::new();
+    let text = desired_text(&world, "  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n");
+    remote.push(&[("desired/mirrors.yaml", &text)], "mirror 1.0");
+    let root = remote.bare.path().parent().unwrap();
+    let name = remote.bare.path().file_name().unwrap().to_str().unwrap();
+    let server = GitHttp::start(root, "platform", PASSWORD);
+    let url = format!("http://127.0.0.1:{}/{name}", server.port);
+    let secrets = tempfile::tempdir().unwrap();
+    let file = secrets.path().join("password");
+    let password_file = file.display().to_string();
+    let common = ["apply", "--repo", url.as_str(), "--path", "desired", "--git-username", "platform"];
+
+    std::fs::write(&file, "wrong-password").unwrap();
+    let run = lifeboat(&[&common[..], &["--git-password-file", &password_file, "--timeout", "3s"]].concat());
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("refused the credentials"), "{}", run.stderr);
+    assert!(!run.stderr.contains("wrong-password") && !run.stdout.contains("wrong-password"));
+
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    let run = lifeboat(&[&common[..], &["--git-password-file", &password_file, "--timeout", "3s"]].concat());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("status committed"), "{}", run.stderr);
+    assert!(remote.file("status/MirrorSet/set.yaml").is_some(), "the status was pushed over HTTP");
+    assert!(!run.stderr.contains(PASSWORD) && !run.stdout.contains(PASSWORD));
+}
