@@ -232,7 +232,11 @@ impl Checkout {
 }
 
 fn scrubbed(url: &RemoteUrl, credentials: &Credentials, e: &git2::Error) -> anyhow::Error {
-    let mut message = url.scrub(e.message());
+    let refusal = super::credentials::HOST_KEY_REFUSAL.with(|r| r.borrow_mut().take());
+    let mut message = match refusal {
+        Some(why) if e.class() == git2::ErrorClass::Ssh || e.code() == git2::ErrorCode::Certificate => url.scrub(&why),
+        _ => url.scrub(e.message()),
+    };
     if let Some(password) = credentials.password() {
         message = message.replace(password, "***");
     }

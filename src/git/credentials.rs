@@ -83,6 +83,11 @@ impl Credentials {
     }
 }
 
+thread_local! {
+    /// Why the last ssh host key was refused on this thread, for the error libgit2 reports.
+    pub(super) static HOST_KEY_REFUSAL: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Callbacks that answer the remote's requests for credentials and, for ssh, check its host key.
 pub(super) fn callbacks<'a>(url: &'a RemoteUrl, credentials: &'a Credentials) -> RemoteCallbacks<'a> {
     let mut callbacks = RemoteCallbacks::new();
@@ -104,7 +109,12 @@ pub(super) fn callbacks<'a>(url: &'a RemoteUrl, credentials: &'a Credentials) ->
             let Some(key) = hostkey.hostkey() else {
                 return Err(git2::Error::from_str("the ssh library did not reveal the server's host key"));
             };
-            check_host_key(url, credentials, key).map(|()| CertificateCheckStatus::CertificateOk)
+            let checked = check_host_key(url, credentials, key);
+            if let Err(e) = &checked {
+                // libgit2 replaces the callback's message with a generic one: keep ours.
+                HOST_KEY_REFUSAL.with(|r| *r.borrow_mut() = Some(e.message().to_string()));
+            }
+            checked.map(|()| CertificateCheckStatus::CertificateOk)
         });
     }
     callbacks

@@ -760,3 +760,95 @@ fn a_remote_over_http_takes_a_password_file_and_refuses_a_wrong_one_clearly() {
     assert!(remote.file("status/MirrorSet/set.yaml").is_some(), "the status was pushed over HTTP");
     assert!(!run.stderr.contains(PASSWORD) && !run.stdout.contains(PASSWORD));
 }
+
+/// An OpenSSH server on a loopback port that serves Git to one key, as root.
+struct SshServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl SshServer {
+    fn start() -> SshServer {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for key in ["host", "client", "stranger"] {
+            let out = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", key, "-f"])
+                .arg(d.join(key))
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        }
+        std::fs::copy(d.join("client.pub"), d.join("authorized_keys")).unwrap();
+        // sshd wants its privilege-separation folder.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = format!(
+            "ListenAddress 127.0.0.1\nPort {port}\nHostKey {0}/host\nAuthorizedKeysFile {0}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {0}/sshd.pid\nPermitRootLogin prohibit-password\n",
+            d.display()
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        let mut child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stderr.take().unwrap()), &mut line).unwrap();
+        assert!(line.contains("Server listening"), "sshd did not start: {line}");
+        let host = std::fs::read_to_string(d.join("host.pub")).unwrap();
+        std::fs::write(d.join("known_hosts"), format!("[127.0.0.1]:{port} {host}")).unwrap();
+        SshServer { child, port, dir }
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_remote_over_ssh_needs_the_key_and_a_known_host() {
+    let world = World::new();
+    rt().block_on(world.up().image("vendor/app", Some("1.0"), &[layer(99, 1024)], "linux/amd64"));
+    let remote = Remote::new();
+    let text = desired_text(&world, "  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n");
+    remote.push(&[("desired/mirrors.yaml", &text)], "mirror 1.0");
+    let ssh = SshServer::start();
+    let url = format!("ssh://root@127.0.0.1:{}{}", ssh.port, remote.bare.path().display());
+    let file = |name: &str| ssh.dir.path().join(name).display().to_string();
+    let (client, stranger, known) = (file("client"), file("stranger"), file("known_hosts"));
+    let run_with = |key: &str, known_hosts: &str| {
+        lifeboat(&[
+            "apply",
+            "--repo",
+            &url,
+            "--path",
+            "desired",
+            "--git-ssh-key",
+            key,
+            "--git-known-hosts",
+            known_hosts,
+            "--timeout",
+            "3s",
+        ])
+    };
+    let run = run_with(&client, &known);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("status committed"), "{}", run.stderr);
+    assert!(remote.file("status/MirrorSet/set.yaml").is_some(), "the status was pushed over ssh");
+    // A host key that is not the one known: refused before any key is offered.
+    let other = ssh.dir.path().join("other_known_hosts");
+    let stranger_key = std::fs::read_to_string(ssh.dir.path().join("stranger.pub")).unwrap();
+    std::fs::write(&other, format!("[127.0.0.1]:{} {stranger_key}", ssh.port)).unwrap();
+    let run = run_with(&client, other.to_str().unwrap());
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("does not match the ssh-ed25519 key(s)"), "{}", run.stderr);
+    // A key the server does not accept.
+    let run = run_with(&stranger, &known);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}
