@@ -852,3 +852,59 @@ fn a_remote_over_ssh_needs_the_key_and_a_known_host() {
     let run = run_with(&stranger, &known);
     assert_eq!(run.code, 2, "{}", run.stderr);
 }
+
+#[test]
+fn the_daemon_reports_an_invalid_push_and_keeps_syncing_the_last_valid_state() {
+    const TOKEN: &str = "trigger-token-c5b0";
+    let world = World::new();
+    let digest = rt().block_on(world.up().image("vendor/app", Some("1.0"), &[layer(100, 1024)], "linux/amd64")).0;
+    let remote = Remote::new();
+    let good = desired_text(&world, "  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n");
+    remote.push(&[("desired/mirrors.yaml", &good)], "mirror 1.0");
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("token"), TOKEN).unwrap();
+    let token_file = secrets.path().join("token").display().to_string();
+    let url = remote.url();
+    let daemon = Daemon::start(&[
+        "--repo",
+        &url,
+        "--path",
+        "desired",
+        "--poll",
+        "1h",
+        "--timeout",
+        "2s",
+        "--trigger-token-file",
+        &token_file,
+    ]);
+    wait_for("the first status commit", Duration::from_secs(30), || {
+        remote.file("status/lifeboat.yaml").filter(|s| s.contains("result: succeeded"))
+    });
+    remote.push(&[("desired/mirrors.yaml", &good.replace("tags:", "tagz:"))], "a typo");
+    let bearer = format!("Bearer {TOKEN}");
+    assert_eq!(daemon.request("POST", "/trigger", &[("Authorization", &bearer)], "").0, 202);
+    let index = wait_for("the invalid state in the status", Duration::from_secs(30), || {
+        remote.file("status/lifeboat.yaml").filter(|s| s.contains("valid: false"))
+    });
+    assert!(index.contains("tagz"), "{index}");
+    assert!(daemon.metrics().contains("lifeboat_desired_state_valid 0"));
+    // Nothing of the invalid state was applied, and the last valid one is still synced.
+    rt().block_on(async {
+        let mirror = world.mir();
+        assert_eq!(mirror.digest("mirror/vendor/app", "1.0").await, Some(digest.clone()));
+    });
+    world.mirror.clear_requests();
+    assert_eq!(daemon.request("POST", "/trigger", &[("Authorization", &bearer)], "").0, 202);
+    wait_for("a sync of the last valid state", Duration::from_secs(30), || {
+        world.mirror.requests().iter().any(|(_, path)| path.contains("mirror/vendor/app/manifests/1.0")).then_some(())
+    });
+    // Fixed by a revert: valid again.
+    remote.push(&[("desired/mirrors.yaml", &good)], "revert the typo");
+    assert_eq!(daemon.request("POST", "/trigger", &[("Authorization", &bearer)], "").0, 202);
+    wait_for("the state valid again", Duration::from_secs(30), || {
+        daemon.metrics().contains("lifeboat_desired_state_valid 1").then_some(())
+    });
+    wait_for("the status valid again", Duration::from_secs(30), || {
+        remote.file("status/lifeboat.yaml").filter(|s| s.contains("valid: true"))
+    });
+}
