@@ -32,6 +32,8 @@ use crate::status::{self, SetPass};
 
 /// The longest a fetch or a status commit may hold up the control loop.
 const GIT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The same while stopping.
+const STOPPING_GIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the endpoints share with the control loop.
 pub struct Shared {
@@ -127,6 +129,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         task_sets: std::collections::HashMap::new(),
         alerts: shipped_alerts(),
         seeded: BTreeMap::new(),
+        git_timeout: GIT_TIMEOUT,
     };
     daemon.seed_from_committed_status().await;
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
@@ -165,6 +168,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         }
     }
     tracing::info!(running = daemon.running.len(), "stopping: no new syncs start");
+    // Status commits while stopping must fit in the pod's grace period.
+    daemon.git_timeout = STOPPING_GIT_TIMEOUT;
     stop_http.notify_one();
     let deadline = tokio::time::Instant::now() + args.shutdown_timeout;
     while !daemon.tasks.is_empty() {
@@ -214,6 +219,8 @@ struct Daemon<'a> {
     alerts: Vec<String>,
     /// Last successes read from the committed status at start-up, until a pass has run.
     seeded: BTreeMap<String, DateTime<Utc>>,
+    /// How long a status commit may take.
+    git_timeout: Duration,
 }
 
 impl Daemon<'_> {
@@ -475,7 +482,7 @@ impl Daemon<'_> {
         let heartbeat = self.args.status.heartbeat.and_then(|h| chrono::Duration::from_std(h).ok());
         let publish =
             self.repo.publish(Box::new(move |previous| owned.render(previous, now, heartbeat).map(|r| r.files)));
-        match tokio::time::timeout(GIT_TIMEOUT, publish).await {
+        match tokio::time::timeout(self.git_timeout, publish).await {
             Ok(Ok(Some(crate::git::Published::Committed { commit, attempts }))) => {
                 self.shared.metrics.status_committed();
                 tracing::info!(%commit, attempts, "status committed");
@@ -485,7 +492,7 @@ impl Daemon<'_> {
                 tracing::error!(error = format!("{e:#}"), "could not commit status; the next pass tries again")
             }
             Err(_) => tracing::error!(
-                seconds = GIT_TIMEOUT.as_secs(),
+                seconds = self.git_timeout.as_secs(),
                 "committing status took too long; the next pass tries again"
             ),
         }
