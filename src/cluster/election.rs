@@ -17,15 +17,20 @@ pub struct Election {
     /// When the Lease was last renewed: leading only counts while that is recent.
     renewed: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
     stop: Arc<Notify>,
-    requests: tokio::sync::mpsc::UnboundedSender<()>,
+    requests: tokio::sync::mpsc::UnboundedSender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Election {
     /// Starts competing for the Lease `name` in `namespace` (default: POD_NAMESPACE, then
     /// `default`), as POD_NAME (or the host name). `wake` is notified when this replica leads
-    /// and another one asked for a sync.
-    pub async fn start(name: &str, namespace: Option<&str>, wake: Arc<Notify>) -> anyhow::Result<Election> {
+    /// and another one asked for a sync (with `sync_all` set when every set should run).
+    pub async fn start(
+        name: &str,
+        namespace: Option<&str>,
+        wake: Arc<Notify>,
+        sync_all: Arc<AtomicBool>,
+    ) -> anyhow::Result<Election> {
         let client = super::in_cluster_client().await?;
         let namespace = namespace
             .map(str::to_string)
@@ -34,15 +39,15 @@ impl Election {
         let identity = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| format!("lifeboat-{}", std::process::id()));
-        Ok(Election::with_lock(LeaseLock::new(client, &namespace, name, &identity, LEASE), wake))
+        Ok(Election::with_lock(LeaseLock::new(client, &namespace, name, &identity, LEASE), wake, sync_all))
     }
 
     /// Competes with `lock`, renewing every third of the Lease's duration.
-    pub fn with_lock(lock: LeaseLock, wake: Arc<Notify>) -> Election {
+    pub fn with_lock(lock: LeaseLock, wake: Arc<Notify>, sync_all: Arc<AtomicBool>) -> Election {
         let leader = Arc::new(AtomicBool::new(false));
         let renewed = Arc::new(std::sync::Mutex::new(None));
         let stop = Arc::new(Notify::new());
-        let (requests, mut incoming) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (requests, mut incoming) = tokio::sync::mpsc::unbounded_channel::<bool>();
         let task = {
             let (leader, stop, renewed) = (leader.clone(), stop.clone(), renewed.clone());
             tokio::spawn(async move {
@@ -68,11 +73,15 @@ impl Election {
                             }
                             last_renewal = Some(tokio::time::Instant::now());
                             *renewed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = last_renewal;
-                            if let Ok(Ok(Some(at))) = tokio::time::timeout(LEASE / 3, lock.sync_requested()).await
+                            if let Ok(Ok(Some((at, all)))) =
+                                tokio::time::timeout(LEASE / 3, lock.sync_requested()).await
                                 && at > seen
                             {
                                 seen = at;
-                                tracing::info!("another replica received a sync request");
+                                tracing::info!(all, "another replica received a sync request");
+                                if all {
+                                    sync_all.store(true, Ordering::SeqCst);
+                                }
                                 wake.notify_one();
                             }
                         }
@@ -94,9 +103,9 @@ impl Election {
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(LEASE / 3) => {}
-                        Some(()) = incoming.recv() => {
+                        Some(all) = incoming.recv() => {
                             if !leader.load(Ordering::SeqCst)
-                                && let Err(e) = lock.request_sync(chrono::Utc::now()).await
+                                && let Err(e) = lock.request_sync(chrono::Utc::now(), all).await
                             {
                                 tracing::warn!(error = %e, "could not pass the sync request to the leader");
                             }
@@ -116,11 +125,11 @@ impl Election {
         Election { leader, renewed, stop, requests, task }
     }
 
-    /// A trigger or webhook reached this replica: when it does not lead, pass the request on
-    /// to the leader through the Lease (within a round, about 5 s).
-    pub fn forward_sync_request(&self) {
+    /// A trigger (`all`: every set runs) or webhook reached this replica: when it does not
+    /// lead, pass the request on to the leader through the Lease (within a round, about 5 s).
+    pub fn forward_sync_request(&self, all: bool) {
         if !self.is_leader() {
-            let _ = self.requests.send(());
+            let _ = self.requests.send(all);
         }
     }
 
@@ -166,14 +175,16 @@ mod tests {
         let api = FakeApiServer::new();
         let lock = |who: &str| LeaseLock::new(api.client(), "lifeboat", "lifeboat", who, LEASE);
         let woken = Arc::new(Notify::new());
-        let first = Election::with_lock(lock("replica-a"), woken.clone());
+        let all = Arc::new(AtomicBool::new(false));
+        let first = Election::with_lock(lock("replica-a"), woken.clone(), all.clone());
         eventually("replica-a leading", || first.is_leader()).await;
-        let second = Election::with_lock(lock("replica-b"), Arc::new(Notify::new()));
+        let second = Election::with_lock(lock("replica-b"), Arc::new(Notify::new()), Arc::new(AtomicBool::new(false)));
         tokio::time::sleep(LEASE).await;
         assert!(first.is_leader() && !second.is_leader(), "only one replica leads");
         // A webhook reaching the standby wakes the leader.
-        second.forward_sync_request();
+        second.forward_sync_request(true);
         tokio::time::timeout(LEASE, woken.notified()).await.expect("the leader is asked to sync");
+        assert!(all.load(Ordering::SeqCst), "a trigger on the standby syncs every set on the leader");
         first.stop().await;
         eventually("replica-b taking over after the release", || second.is_leader()).await;
         second.stop().await;

@@ -143,9 +143,11 @@ impl LeaseLock {
     }
 
     /// Asks the holder to sync now: a replica that is not the leader got a trigger or webhook
-    /// and records it on the Lease (annotation [`SYNC_REQUESTED`], microseconds since the
-    /// epoch), which the leader reads each round. Retries a few times on a concurrent write.
-    pub async fn request_sync(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(), ClusterError> {
+    /// and records it on the Lease (annotation [`SYNC_REQUESTED`]: microseconds since the
+    /// epoch, then ` all` when every set should run), which the leader reads each round.
+    /// Retries a few times on a concurrent write.
+    pub async fn request_sync(&self, now: chrono::DateTime<chrono::Utc>, all: bool) -> Result<(), ClusterError> {
+        let value = format!("{}{}", now.timestamp_micros(), if all { " all" } else { "" });
         for _ in 0..4 {
             let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(|e| self.error("reading", &e))? else {
                 return Ok(());
@@ -154,7 +156,7 @@ impl LeaseLock {
                 .metadata
                 .annotations
                 .get_or_insert_with(Default::default)
-                .insert(SYNC_REQUESTED.into(), now.timestamp_micros().to_string());
+                .insert(SYNC_REQUESTED.into(), value.clone());
             match self.api.replace(&self.name, &PostParams::default(), &lease).await {
                 Ok(_) => return Ok(()),
                 Err(kube::Error::Api(status)) if status.is_conflict() => continue,
@@ -168,13 +170,16 @@ impl LeaseLock {
         ))
     }
 
-    /// When a replica last asked the holder to sync ([`LeaseLock::request_sync`]).
-    pub async fn sync_requested(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, ClusterError> {
+    /// When a replica last asked the holder to sync ([`LeaseLock::request_sync`]), and
+    /// whether every set should run.
+    pub async fn sync_requested(&self) -> Result<Option<(chrono::DateTime<chrono::Utc>, bool)>, ClusterError> {
         let lease = self.api.get_opt(&self.name).await.map_err(|e| self.error("reading", &e))?;
-        Ok(lease
-            .and_then(|l| l.metadata.annotations)
-            .and_then(|a| a.get(SYNC_REQUESTED).and_then(|v| v.parse::<i64>().ok()))
-            .and_then(chrono::DateTime::from_timestamp_micros))
+        let value = lease.and_then(|l| l.metadata.annotations).and_then(|a| a.get(SYNC_REQUESTED).cloned());
+        Ok(value.and_then(|v| {
+            let (micros, rest) = v.split_once(' ').unwrap_or((v.as_str(), ""));
+            let at = chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+            Some((at, rest == "all"))
+        }))
     }
 
     /// The spec of a Lease this replica holds from `now` on.

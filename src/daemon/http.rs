@@ -39,11 +39,12 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-/// Fetches now (and syncs what changed); a standby also passes the request on to the leader.
-fn wake(shared: &Shared) {
+/// Fetches now (and syncs what changed, or with `all` every set); a standby also passes the
+/// request on to the leader.
+fn wake(shared: &Shared, all: bool) {
     shared.wake.notify_one();
     if let Some(election) = &shared.election {
-        election.forward_sync_request();
+        election.forward_sync_request(all);
     }
 }
 
@@ -62,7 +63,7 @@ async fn trigger(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
         Some(given) if same(given.trim().as_bytes(), token.as_bytes()) => {
             tracing::info!(source = "trigger", "sync requested");
             shared.sync_all.store(true, Ordering::SeqCst);
-            wake(&shared);
+            wake(&shared, true);
             (StatusCode::ACCEPTED, "sync requested\n").into_response()
         }
         _ => {
@@ -128,7 +129,7 @@ async fn webhook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     match pushed {
         Some(r) if r == wanted => {
             tracing::info!(source = ?sender, branch = %shared.branch, "push received; fetching");
-            wake(&shared);
+            wake(&shared, false);
             (StatusCode::ACCEPTED, "sync requested\n").into_response()
         }
         Some(r) => (StatusCode::OK, format!("ignored: push to {r}, following {wanted}\n")).into_response(),

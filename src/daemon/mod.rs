@@ -44,7 +44,7 @@ pub struct Shared {
     /// With `wake`: run every set now, not only those a new desired state makes due (an
     /// explicit trigger; a push webhook only fetches, so Lifeboat's own status commits,
     /// which push too, never start a sync).
-    pub sync_all: AtomicBool,
+    pub sync_all: Arc<AtomicBool>,
     /// With several replicas: passes a trigger reaching a standby on to the leader.
     pub election: Option<crate::cluster::Election>,
     pub trigger_token: Option<String>,
@@ -84,15 +84,19 @@ pub(crate) fn shipped_alerts() -> Vec<String> {
 pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let repo = Repo::new(&args.pass.path, &args.pass.git, Some(&args.status))?;
     let wake = Arc::new(Notify::new());
+    let sync_all = Arc::new(AtomicBool::new(false));
     let election = match &args.lease {
-        Some(name) => Some(crate::cluster::Election::start(name, args.lease_namespace.as_deref(), wake.clone()).await?),
+        Some(name) => Some(
+            crate::cluster::Election::start(name, args.lease_namespace.as_deref(), wake.clone(), sync_all.clone())
+                .await?,
+        ),
         None => None,
     };
     let shared = Arc::new(Shared {
         metrics: Metrics::new(args.storage_path.clone()),
         ready: AtomicBool::new(false),
         wake,
-        sync_all: AtomicBool::new(false),
+        sync_all,
         election,
         trigger_token: read_secret(&args.trigger_token_file, "--trigger-token-file")?,
         webhook_secret: read_secret(&args.webhook_secret_file, "--webhook-secret-file")?,
