@@ -1,9 +1,10 @@
 //! Lifeboat keeps Kubernetes clusters deployable when their container registries fail.
 //!
-//! The pipeline runs one way: Git → [`desired`] (validated desired state) → observe → plan →
-//! apply → status → Git. Today the offline half is here: loading and validating the desired
-//! state, and [`diff`], which tells what a change to it will do. The `lifeboat` binary only
-//! parses arguments, starts logging and maps results to exit codes.
+//! The pipeline runs one way: Git ([`repo`], [`git`]) → [`desired`] (validated desired state) →
+//! [`observe`] → [`plan`] → [`apply`] → [`status`] → Git; [`reconcile`] alone knows that order,
+//! and [`daemon`] runs it on schedules. [`diff`] tells offline what a change to the desired state
+//! will do. Node pre-pull and backups exist as desired-state documents only. The `lifeboat`
+//! binary only parses arguments, starts logging and maps results to exit codes.
 
 pub mod apply;
 pub mod cli;
