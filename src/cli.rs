@@ -89,8 +89,28 @@ pub enum Command {
     /// `--mirror-set`. Only the registry of the image is contacted. Exit 0 verified, 1 not
     /// verified (the reason is printed), 2 error (registry unreachable, unusable key file).
     Verify(VerifyArgs),
+    /// Air-gapped backup archives.
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Print the JSON Schema of the desired-state documents.
     Schema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Re-hash every file of an archive against its checksums, reading it once.
+    ///
+    /// Prints PASS, or FAIL naming each file or blob that does not match. Exit 0 PASS, 1 FAIL,
+    /// 2 when the archive cannot be read or is refused (a path leaving the archive, a link or
+    /// device entry).
+    Verify(BackupVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupVerifyArgs {
+    /// The archive (`.tar`, `.tar.zst` or `.tar.gz`; the compression is recognised).
+    #[arg(env = "LIFEBOAT_ARCHIVE")]
+    pub archive: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -107,6 +107,45 @@ pub fn diff(args: &DiffArgs, output: Output) -> anyhow::Result<u8> {
     Ok(if changes.is_empty() { exit::OK } else { exit::CHANGES })
 }
 
+pub fn backup(command: &crate::cli::BackupCommand, output: Output) -> anyhow::Result<u8> {
+    match command {
+        crate::cli::BackupCommand::Verify(args) => backup_verify(&args.archive, output),
+    }
+}
+
+fn backup_verify(path: &std::path::Path, output: Output) -> anyhow::Result<u8> {
+    use std::io::BufRead as _;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut input = std::io::BufReader::with_capacity(1 << 20, file);
+    let head = input.fill_buf().with_context(|| format!("reading {}", path.display()))?;
+    anyhow::ensure!(
+        !head.starts_with(b"age-encryption.org/") && !head.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"),
+        "{} is encrypted with age: decrypt it first (`age -d -i KEY`); this version cannot",
+        path.display()
+    );
+    let verification =
+        crate::backup::archive::verify(input).with_context(|| format!("verifying {}", path.display()))?;
+    write_out(&match output {
+        Output::Json => render::json(&serde_json::json!({
+            "archive": path.display().to_string(),
+            "result": if verification.passed() { "PASS" } else { "FAIL" },
+            "files": verification.files,
+            "problems": verification.problems,
+        })),
+        Output::Human | Output::Markdown if verification.passed() => {
+            format!("PASS: {} ({} files match their checksums)\n", path.display(), verification.files)
+        }
+        Output::Human | Output::Markdown => {
+            let mut text = format!("FAIL: {}\n", path.display());
+            for problem in &verification.problems {
+                text.push_str(&format!("  {problem}\n"));
+            }
+            text
+        }
+    })?;
+    Ok(if verification.passed() { exit::OK } else { exit::CHANGES })
+}
+
 pub fn schema() -> anyhow::Result<u8> {
     write_out(&crate::schema::render())?;
     Ok(exit::OK)

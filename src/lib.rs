@@ -7,6 +7,7 @@
 //! binary only parses arguments, starts logging and maps results to exit codes.
 
 pub mod apply;
+pub mod backup;
 pub mod cli;
 pub mod cluster;
 pub mod commands;

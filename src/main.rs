@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Apply(args) => commands::apply(args, output),
         Command::Run(args) => commands::run(args),
         Command::Verify(args) => commands::verify(args, output),
+        Command::Backup(command) => commands::backup(command, output),
         Command::Schema => commands::schema(),
     };
     match result {
