@@ -19,18 +19,6 @@ pub enum ErrorKind {
     Permanent,
 }
 
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::NotFound => "not found",
-            ErrorKind::Conflict => "conflict",
-            ErrorKind::Unauthorized => "unauthorized",
-            ErrorKind::Transient => "unreachable",
-            ErrorKind::Permanent => "failed",
-        }
-    }
-}
-
 /// A Kubernetes API request that failed: what was attempted on which object, and why.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ClusterError {

@@ -31,7 +31,6 @@ pub use checkout::{Checkout, Exported};
 pub use credentials::{Credentials, Secret};
 pub use publish::{Publish, Published};
 pub use signing::AllowedSigners;
-use tree::Folder;
 pub use url::redact as redact_url;
 
 /// The desired-state files of one commit, held in memory.
@@ -41,8 +40,7 @@ pub struct TreeSource {
     pub rev: String,
     /// The commit the revision resolved to.
     pub commit: String,
-    /// The id of the desired-state tree (the `--path` folder, or the root tree), without the
-    /// excluded folder if one was given.
+    /// The id of the desired-state tree (the `--path` folder, or the root tree).
     pub tree: String,
     files: Vec<SourceFile>,
     all_paths: BTreeSet<String>,
@@ -52,19 +50,6 @@ impl TreeSource {
     /// Reads every file under `subdir` (or the whole tree) of `rev` in the repository at `repo`
     /// (a work tree, any folder inside one, or a bare repository).
     pub fn read(repo: &Path, rev: &str, subdir: Option<&str>) -> anyhow::Result<TreeSource> {
-        TreeSource::read_excluding(repo, rev, subdir, None)
-    }
-
-    /// Like [`TreeSource::read`], leaving out the folder `exclude` (relative to the repository
-    /// root, typically the status folder) when it lies inside `subdir`. The tree id is then the
-    /// one [`Checkout::export`] reports for the same commit; it is computed in memory, so the
-    /// repository is still not written to.
-    pub fn read_excluding(
-        repo: &Path,
-        rev: &str,
-        subdir: Option<&str>,
-        exclude: Option<&str>,
-    ) -> anyhow::Result<TreeSource> {
         let repository =
             Repository::discover(repo).with_context(|| format!("opening the Git repository at {}", repo.display()))?;
         let object = repository
@@ -81,17 +66,6 @@ impl TreeSource {
             }
             tree = repository.find_tree(entry.id())?;
         }
-        let folder = Folder::parse(subdir)?;
-        let excluded = exclude.map(|e| Folder::parse(Some(e))).transpose()?;
-        let tree_id = match &excluded {
-            Some(excluded) => {
-                // New trees go to memory: `diff` must not write to the user's repository.
-                repository.odb()?.add_new_mempack_backend(1000)?;
-                tree::without(&repository, &tree, &folder, excluded)?
-            }
-            None => tree.id(),
-        };
-        let skip = excluded.as_ref().and_then(|e| folder.relative(e)).map(|rest| rest.join("/"));
         let prefix = subdir.map_or(String::new(), |d| format!("{d}/"));
         let mut files = Vec::new();
         let mut all_paths = BTreeSet::new();
@@ -103,13 +77,10 @@ impl TreeSource {
             if is_hidden(name) {
                 return TreeWalkResult::Skip;
             }
-            let path = format!("{parent}{name}");
-            if skip.as_deref() == Some(path.as_str()) {
-                return TreeWalkResult::Skip;
-            }
             if entry.kind() != Some(ObjectType::Blob) {
                 return TreeWalkResult::Ok;
             }
+            let path = format!("{parent}{name}");
             if is_yaml(name) {
                 match repository.find_blob(entry.id()) {
                     Ok(blob) => files.push(SourceFile {
@@ -135,7 +106,7 @@ impl TreeSource {
         Ok(TreeSource {
             rev: rev.to_string(),
             commit: commit.id().to_string(),
-            tree: tree_id.to_string(),
+            tree: tree.id().to_string(),
             files,
             all_paths,
         })

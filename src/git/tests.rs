@@ -208,9 +208,6 @@ fn export_writes_the_files_without_the_status_folder() {
     // An excluded folder nested inside `path` is left out of both the files and the tree id.
     let nested = checkout.export(&head, Some("desired"), Some("desired/registries"), &dest).unwrap();
     assert_eq!(on_disk(&dest), text(&[("mirrors.yaml", "kind: MirrorSet\n")]));
-    let clone = dir.path().join("clone");
-    let source = TreeSource::read_excluding(&clone, &head, Some("desired"), Some("desired/registries")).unwrap();
-    assert_eq!(source.tree, nested.tree);
     assert_ne!(nested.tree, folder.tree);
 
     // Without an exclusion the status folder is part of the desired state.
@@ -237,35 +234,6 @@ fn a_status_only_commit_keeps_the_desired_tree_id() {
     let third_head = checkout.fetch(&["main"]).unwrap()["main"].clone().unwrap();
     let third = checkout.export(&third_head, None, Some("status"), &dest).unwrap();
     assert_ne!(third.tree, first.tree);
-
-    // `diff` reads the same tree id without writing to the repository it reads.
-    let source = TreeSource::read_excluding(&dir.path().join("clone"), &third_head, None, Some("/status/")).unwrap();
-    assert_eq!(source.tree, third.tree);
-    let paths: Vec<String> = source.yaml_files().unwrap().into_iter().map(|f| f.path).collect();
-    assert_eq!(paths, ["desired/mirrors.yaml", "desired/registries/hub.yaml"]);
-    assert!(!source.has_file("status/summary.yaml"));
-    assert_eq!(TreeSource::read(&dir.path().join("clone"), &third_head, None).unwrap().yaml_files().unwrap().len(), 4);
-
-    // The remote never held the tree without `status`: reading it there adds no object.
-    let objects = || on_disk_names(&remote.path().join("objects"));
-    let before = objects();
-    let source = TreeSource::read_excluding(remote.path(), &third_head, None, Some("status")).unwrap();
-    assert_eq!(source.tree, third.tree);
-    assert_eq!(objects(), before);
-}
-
-fn on_disk_names(dir: &Path) -> Vec<PathBuf> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            names.extend(on_disk_names(&path));
-        } else {
-            names.push(path);
-        }
-    }
-    names.sort();
-    names
 }
 
 #[test]
