@@ -151,23 +151,29 @@ pub fn schema() -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
+/// Prints a loaded desired state's warnings, or its diagnostics when it is invalid.
+fn print_diagnostics(loaded: &Result<DesiredState, Diagnostics>, output: Output, revision: Option<&str>) {
+    match loaded {
+        Ok(state) if !state.warnings.is_empty() => {
+            eprint!("{}", diagnostics_text(&state.warnings, Output::Human, None));
+        }
+        Ok(_) => {}
+        Err(diags) => {
+            eprint!("{}", diagnostics_text(diags, output, revision));
+            eprintln!("nothing was done: fix the desired state first");
+        }
+    }
+}
+
 /// Loads a desired-state folder, printing its diagnostics when it is invalid.
 fn load_folder(path: &std::path::Path, output: Output) -> anyhow::Result<Option<DesiredState>> {
-    let source = DirectorySource::new(path)?;
-    match desired::load(&source) {
-        Ok(state) => {
-            if !state.warnings.is_empty() {
-                eprint!("{}", diagnostics_text(&state.warnings, Output::Human, None));
-            }
-            Ok(Some(state))
-        }
-        Err(LoadError::Invalid(diags)) => {
-            eprint!("{}", diagnostics_text(&diags, output, None));
-            eprintln!("nothing was done: fix the desired state first");
-            Ok(None)
-        }
-        Err(LoadError::Read(e)) => Err(e),
-    }
+    let loaded = match desired::load(&DirectorySource::new(path)?) {
+        Ok(state) => Ok(state),
+        Err(LoadError::Invalid(diags)) => Err(diags),
+        Err(LoadError::Read(e)) => return Err(e),
+    };
+    print_diagnostics(&loaded, output, None);
+    Ok(loaded.ok())
 }
 
 /// The registry client and signature policies of a desired state whose files live in `root`.
@@ -189,19 +195,8 @@ fn fetch(
     output: Output,
 ) -> anyhow::Result<(Snapshot, Option<DesiredState>)> {
     let snapshot = rt.block_on(repo.fetch())?;
-    let state = match &snapshot.loaded {
-        Ok(state) => {
-            if !state.warnings.is_empty() {
-                eprint!("{}", diagnostics_text(&state.warnings, Output::Human, None));
-            }
-            Some(state.clone())
-        }
-        Err(diags) => {
-            eprint!("{}", diagnostics_text(diags, output, snapshot.commit.as_deref()));
-            eprintln!("nothing was done: fix the desired state first");
-            None
-        }
-    };
+    print_diagnostics(&snapshot.loaded, output, snapshot.commit.as_deref());
+    let state = snapshot.loaded.as_ref().ok().cloned();
     Ok((snapshot, state))
 }
 
@@ -247,10 +242,10 @@ pub fn apply(args: &ApplyArgs, output: Output) -> anyhow::Result<u8> {
     let rt = runtime()?;
     let (snapshot, state) = fetch(&repo, &rt, output)?;
     let heartbeat = args.status.heartbeat.and_then(|h| chrono::Duration::from_std(h).ok());
-    let alerts = crate::daemon::shipped_alerts();
+    let alerts = crate::status::shipped_alerts();
     let Some(state) = state else {
         // The report says what is wrong; nothing is applied.
-        let invalid = crate::daemon::StatusInput {
+        let invalid = crate::status::Report {
             applied: None,
             invalid: snapshot.loaded.err().map(|d| (d, snapshot.tree.clone())),
             passes: Default::default(),
@@ -273,7 +268,7 @@ pub fn apply(args: &ApplyArgs, output: Output) -> anyhow::Result<u8> {
         })),
         Output::Human | Output::Markdown => render::outcomes_human(&pass.plan, &outcomes),
     })?;
-    let report = crate::daemon::StatusInput {
+    let report = crate::status::Report {
         applied: Some((std::sync::Arc::new(state), snapshot.tree.clone())),
         invalid: None,
         passes,
@@ -288,16 +283,16 @@ pub fn apply(args: &ApplyArgs, output: Output) -> anyhow::Result<u8> {
 fn publish(
     repo: &Repo,
     rt: &tokio::runtime::Runtime,
-    report: crate::daemon::StatusInput,
+    report: crate::status::Report,
     heartbeat: Option<chrono::Duration>,
 ) -> anyhow::Result<()> {
     if !repo.publishes() {
         return Ok(());
     }
     let now = chrono::Utc::now();
-    match rt
-        .block_on(repo.publish(Box::new(move |previous| report.render(previous, now, heartbeat).map(|r| r.files))))?
-    {
+    match rt.block_on(
+        repo.publish(Box::new(move |previous| report.render_if_changed(previous, now, heartbeat).map(|r| r.files))),
+    )? {
         Some(crate::git::Published::Committed { commit, .. }) => eprintln!("status committed: {commit}"),
         _ => eprintln!("status unchanged: no commit"),
     }

@@ -87,100 +87,110 @@ fn duration_histogram() -> Histogram {
     Histogram::new([1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0])
 }
 
+/// Registers a copy of `metric` (metrics share their value between copies) and returns it.
+fn registered<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     /// `storage_path`: a folder on the mirror's storage filesystem, when Lifeboat can see it.
     pub fn new(storage_path: Option<PathBuf>) -> Metrics {
-        let mut registry = Registry::with_prefix("lifeboat");
-        let m = Metrics {
-            last_success: Family::default(),
-            last_run: Family::default(),
-            runs: Family::default(),
-            duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
-            desired: Family::default(),
-            mirrored: Family::default(),
-            missing: Family::default(),
-            failed: Family::default(),
-            unknown: Family::default(),
-            drift: Family::default(),
-            bytes: Family::default(),
-            blobs: Family::default(),
-            signature_failures: Family::default(),
-            registry_up: Family::default(),
-            desired_valid: Gauge::default(),
-            last_fetch: Seconds::default(),
-            status_commits: Counter::default(),
-            leader: Gauge::default(),
-            storage_used: Gauge::default(),
-            storage_capacity: Gauge::default(),
-            storage_path,
-            registry: Registry::default(),
+        let r = &mut Registry::with_prefix("lifeboat");
+        let info: Family<VersionLabel, Gauge> =
+            registered(r, "build_info", "The running Lifeboat version", Family::default());
+        info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION") }).set(1);
+        let storage = storage_path.is_some();
+        let storage_gauge = |r: &mut Registry, name: &str, help: &str| {
+            if storage { registered(r, name, help, Gauge::default()) } else { Gauge::default() }
         };
-        registry.register(
-            "sync_last_success_timestamp_seconds",
-            "End of the last successful sync of the MirrorSet (Unix time)",
-            m.last_success.clone(),
-        );
-        registry.register(
-            "sync_last_run_timestamp_seconds",
-            "End of the last sync of the MirrorSet, successful or not (Unix time)",
-            m.last_run.clone(),
-        );
-        registry.register("sync_runs", "Syncs of the MirrorSet by result (success, failure, skipped)", m.runs.clone());
-        registry.register("sync_duration_seconds", "How long syncs of the MirrorSet took", m.duration.clone());
-        registry.register("images_desired", "Tags the MirrorSet selects", m.desired.clone());
-        registry.register("images_mirrored", "Tags of the MirrorSet the mirror holds", m.mirrored.clone());
-        registry.register("images_missing", "Tags of the MirrorSet not in the mirror", m.missing.clone());
-        registry.register(
-            "images_failed",
-            "Copies of the MirrorSet (images, signatures, referrers) that failed in the last sync",
-            m.failed.clone(),
-        );
-        registry.register(
-            "images_unknown",
-            "Tags of the MirrorSet whose upstream or mirror could not be looked at",
-            m.unknown.clone(),
-        );
-        registry.register("digest_drift", "Tags whose mirror digest differs from upstream's", m.drift.clone());
-        registry.register("copied_bytes", "Blob bytes copied into the mirror", m.bytes.clone());
-        registry.register("copied_blobs", "Blobs copied into the mirror", m.blobs.clone());
-        registry.register(
-            "signature_verification_failures",
-            "Images kept out, or failing on the mirror, because their signatures do not meet the policy",
-            m.signature_failures.clone(),
-        );
-        registry.register(
-            "registry_up",
-            "1 when the registry answered every lookup of the last sync",
-            m.registry_up.clone(),
-        );
-        registry.register("desired_state_valid", "1 when the newest desired state is valid", m.desired_state_valid());
-        registry.register(
-            "git_last_fetch_success_timestamp_seconds",
-            "Last successful fetch of the desired-state repository (Unix time)",
-            m.last_fetch.clone(),
-        );
-        registry.register("status_commits", "Status commits pushed", m.status_commits.clone());
-        registry.register("leader", "1 when this replica holds the Lease and applies", m.leader.clone());
-        if m.storage_path.is_some() {
-            registry.register(
+        Metrics {
+            last_success: registered(
+                r,
+                "sync_last_success_timestamp_seconds",
+                "End of the last successful sync of the MirrorSet (Unix time)",
+                Family::default(),
+            ),
+            last_run: registered(
+                r,
+                "sync_last_run_timestamp_seconds",
+                "End of the last sync of the MirrorSet, successful or not (Unix time)",
+                Family::default(),
+            ),
+            runs: registered(
+                r,
+                "sync_runs",
+                "Syncs of the MirrorSet by result (success, failure, skipped)",
+                Family::default(),
+            ),
+            duration: registered(
+                r,
+                "sync_duration_seconds",
+                "How long syncs of the MirrorSet took",
+                Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            ),
+            desired: registered(r, "images_desired", "Tags the MirrorSet selects", Family::default()),
+            mirrored: registered(r, "images_mirrored", "Tags of the MirrorSet the mirror holds", Family::default()),
+            missing: registered(r, "images_missing", "Tags of the MirrorSet not in the mirror", Family::default()),
+            failed: registered(
+                r,
+                "images_failed",
+                "Copies of the MirrorSet (images, signatures, referrers) that failed in the last sync",
+                Family::default(),
+            ),
+            unknown: registered(
+                r,
+                "images_unknown",
+                "Tags of the MirrorSet whose upstream or mirror could not be looked at",
+                Family::default(),
+            ),
+            drift: registered(r, "digest_drift", "Tags whose mirror digest differs from upstream's", Family::default()),
+            bytes: registered(r, "copied_bytes", "Blob bytes copied into the mirror", Family::default()),
+            blobs: registered(r, "copied_blobs", "Blobs copied into the mirror", Family::default()),
+            signature_failures: registered(
+                r,
+                "signature_verification_failures",
+                "Images kept out, or failing on the mirror, because their signatures do not meet the policy",
+                Family::default(),
+            ),
+            registry_up: registered(
+                r,
+                "registry_up",
+                "1 when the registry answered every lookup of the last sync",
+                Family::default(),
+            ),
+            desired_valid: registered(
+                r,
+                "desired_state_valid",
+                "1 when the newest desired state is valid",
+                Gauge::default(),
+            ),
+            last_fetch: registered(
+                r,
+                "git_last_fetch_success_timestamp_seconds",
+                "Last successful fetch of the desired-state repository (Unix time)",
+                Seconds::default(),
+            ),
+            status_commits: registered(r, "status_commits", "Status commits pushed", Counter::default()),
+            leader: registered(r, "leader", "1 when this replica holds the Lease and applies", Gauge::default()),
+            storage_used: storage_gauge(
+                r,
                 "mirror_storage_used_bytes",
                 "Bytes used on the mirror's storage filesystem",
-                m.storage_used.clone(),
-            );
-            registry.register(
+            ),
+            storage_capacity: storage_gauge(
+                r,
                 "mirror_storage_capacity_bytes",
                 "Size of the mirror's storage filesystem",
-                m.storage_capacity.clone(),
-            );
+            ),
+            storage_path,
+            registry: std::mem::take(r),
         }
-        let info: Family<VersionLabel, Gauge> = Family::default();
-        info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION") }).set(1);
-        registry.register("build_info", "The running Lifeboat version", info);
-        Metrics { registry, ..m }
-    }
-
-    fn desired_state_valid(&self) -> Gauge {
-        self.desired_valid.clone()
     }
 
     /// A finished sync of one set.

@@ -76,11 +76,6 @@ fn read_secret(file: &Option<std::path::PathBuf>, flag: &str) -> anyhow::Result<
         .transpose()
 }
 
-/// The rule names of the alerts shipped in `deploy/`.
-pub(crate) fn shipped_alerts() -> Vec<String> {
-    status::alert_names(include_str!("../../deploy/prometheus/rules.yaml"))
-}
-
 pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let repo = Repo::new(&args.pass.path, &args.pass.git, Some(&args.status))?;
     let wake = Arc::new(Notify::new());
@@ -127,11 +122,12 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         passes: BTreeMap::new(),
         due: BTreeMap::new(),
         running: BTreeSet::new(),
+        missing_running: false,
         missing_first: true,
         rerun: BTreeSet::new(),
         tasks: JoinSet::new(),
         task_sets: std::collections::HashMap::new(),
-        alerts: shipped_alerts(),
+        alerts: status::shipped_alerts(),
         seeded: BTreeMap::new(),
         git_timeout: GIT_TIMEOUT,
     };
@@ -212,14 +208,17 @@ struct Daemon<'a> {
     passes: BTreeMap<String, SetPass>,
     /// When each MirrorSet runs next.
     due: BTreeMap<String, DateTime<Utc>>,
+    /// Sets whose sync is running.
     running: BTreeSet<String>,
+    /// The pass that copies missing images first is running; no set starts meanwhile.
+    missing_running: bool,
     /// The pass that copies missing images first has not run yet for the current state.
     missing_first: bool,
     /// Sets that were running when a new desired state arrived: they run again once done.
     rerun: BTreeSet<String>,
     tasks: JoinSet<()>,
-    /// Which set each task syncs ("" for the missing-first pass).
-    task_sets: std::collections::HashMap<tokio::task::Id, String>,
+    /// Which set each task syncs (`None`: the missing-first pass).
+    task_sets: std::collections::HashMap<tokio::task::Id, Option<String>>,
     alerts: Vec<String>,
     /// Last successes read from the committed status at start-up, until a pass has run.
     seeded: BTreeMap<String, DateTime<Utc>>,
@@ -239,27 +238,29 @@ impl Daemon<'_> {
             Ok((id, ())) => (id, None),
             Err(e) => (e.id(), Some(e)),
         };
-        let Some(name) = self.task_sets.remove(&id) else {
+        let (Some(job), Some(e)) = (self.task_sets.remove(&id), failure) else {
             return;
         };
-        if let Some(e) = failure {
-            if e.is_panic() {
-                tracing::error!(set = %name, "a sync stopped on an internal error; the set runs again on its schedule");
-                if !name.is_empty() {
+        let panicked = e.is_panic();
+        if panicked {
+            let set = job.as_deref().unwrap_or("(missing-first pass)");
+            tracing::error!(set, "a sync stopped on an internal error; the set runs again on its schedule");
+        }
+        match job {
+            Some(name) => {
+                if panicked {
                     self.shared.metrics.record_run(&name, RunResult::Failure);
                 }
+                self.running.remove(&name);
             }
-            self.running.remove(&name);
-            if name.is_empty() {
-                self.finished_missing_first();
-            }
+            None => self.finished_missing_first(),
         }
     }
 
     fn next_wake(&self, next_fetch: tokio::time::Instant, leader: bool) -> tokio::time::Instant {
         let now = Utc::now();
         // Due times only matter when this replica can start something.
-        let can_start = leader && !self.running.contains("");
+        let can_start = leader && !self.missing_running;
         let soonest = self.due.values().min().filter(|_| can_start).map(|t| (*t - now).to_std().unwrap_or_default());
         let lease_tick = tokio::time::Instant::now() + Duration::from_secs(5);
         let mut wake = next_fetch.min(lease_tick);
@@ -323,7 +324,7 @@ impl Daemon<'_> {
                 self.seeded.retain(|name, _| state.mirror_sets.contains_key(name));
                 // A set still syncing the previous state runs again once done, and what is
                 // missing under the new state is copied first.
-                self.rerun = self.running.iter().filter(|n| !n.is_empty()).cloned().collect();
+                self.rerun = self.running.clone();
                 self.missing_first = true;
                 self.applied = Some(Applied { tree, state: Arc::new(state), registry: Arc::new(registry) });
                 self.invalid = None;
@@ -387,9 +388,9 @@ impl Daemon<'_> {
             return;
         };
         if self.missing_first {
-            if self.running.is_empty() {
+            if self.running.is_empty() && !self.missing_running {
                 self.missing_first = false;
-                self.running.insert(String::new());
+                self.missing_running = true;
                 let (state, registry, done) = (applied.state.clone(), applied.registry.clone(), done.clone());
                 let handle = self.tasks.spawn_local(async move {
                     let pass = reconcile::run_missing_first(&state, &*registry).await;
@@ -399,11 +400,11 @@ impl Daemon<'_> {
                     );
                     let _ = done.send(Done::Missing).await;
                 });
-                self.task_sets.insert(handle.id(), String::new());
+                self.task_sets.insert(handle.id(), None);
             }
             return;
         }
-        if self.running.contains("") {
+        if self.missing_running {
             return;
         }
         let now = Utc::now();
@@ -437,7 +438,7 @@ impl Daemon<'_> {
                     let _ = done.send(Done::Set(name, Box::new(set_pass))).await;
                 }
             });
-            self.task_sets.insert(handle.id(), set);
+            self.task_sets.insert(handle.id(), Some(set));
         }
     }
 
@@ -460,7 +461,7 @@ impl Daemon<'_> {
 
     /// After the missing-first pass, every set runs a full sync.
     fn finished_missing_first(&mut self) {
-        self.running.remove("");
+        self.missing_running = false;
         let now = Utc::now();
         for t in self.due.values_mut() {
             *t = now;
@@ -470,22 +471,23 @@ impl Daemon<'_> {
     /// Renders the status (for metrics always; committed when the repo publishes and this
     /// replica leads).
     async fn publish(&mut self) {
-        let owned = StatusInput {
+        let owned = status::Report {
             applied: self.applied.as_ref().map(|a| (a.state.clone(), a.tree.clone())),
             invalid: self.invalid.clone(),
             passes: self.passes.clone(),
             alerts: self.alerts.clone(),
         };
         let now = Utc::now();
-        if let Some(rendered) = owned.render(&BTreeMap::new(), now, None) {
+        if let Some(rendered) = owned.render_if_changed(&BTreeMap::new(), now, None) {
             self.shared.metrics.record_status(&rendered);
         }
         if !self.leads() {
             return;
         }
         let heartbeat = self.args.status.heartbeat.and_then(|h| chrono::Duration::from_std(h).ok());
-        let publish =
-            self.repo.publish(Box::new(move |previous| owned.render(previous, now, heartbeat).map(|r| r.files)));
+        let publish = self
+            .repo
+            .publish(Box::new(move |previous| owned.render_if_changed(previous, now, heartbeat).map(|r| r.files)));
         match tokio::time::timeout(self.git_timeout, publish).await {
             Ok(Ok(Some(crate::git::Published::Committed { commit, attempts }))) => {
                 self.shared.metrics.status_committed();
@@ -500,34 +502,5 @@ impl Daemon<'_> {
                 "committing status took too long; the next pass tries again"
             ),
         }
-    }
-}
-
-/// What the status is rendered from, owned so it can move to the Git thread.
-pub(crate) struct StatusInput {
-    pub applied: Option<(Arc<DesiredState>, String)>,
-    pub invalid: Option<(Diagnostics, String)>,
-    pub passes: BTreeMap<String, SetPass>,
-    pub alerts: Vec<String>,
-}
-
-impl StatusInput {
-    pub fn render(
-        &self,
-        previous: &BTreeMap<String, Vec<u8>>,
-        now: DateTime<Utc>,
-        heartbeat: Option<chrono::Duration>,
-    ) -> Option<status::Rendered> {
-        let desired = match (&self.invalid, &self.applied) {
-            (Some((diagnostics, tree)), last) => status::Desired::Invalid {
-                diagnostics,
-                tree,
-                last_good: last.as_ref().map(|(s, t)| (&**s, t.as_str())),
-            },
-            (None, Some((state, tree))) => status::Desired::Valid { state, tree },
-            (None, None) => return None,
-        };
-        let input = status::Input { desired, passes: &self.passes, previous, now, alerts: &self.alerts };
-        status::render_if_changed(&input, heartbeat)
     }
 }

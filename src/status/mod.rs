@@ -94,6 +94,41 @@ pub struct Rendered {
     pub registries: BTreeMap<String, model::RegistryHealth>,
 }
 
+/// What the status is made from, owned, so it can move to the thread that commits it.
+pub struct Report {
+    /// The desired state being applied, and its tree.
+    pub applied: Option<(std::sync::Arc<DesiredState>, String)>,
+    /// The newest desired state, when it is invalid, and its tree.
+    pub invalid: Option<(Diagnostics, String)>,
+    pub passes: BTreeMap<String, SetPass>,
+    pub alerts: Vec<String>,
+}
+
+impl Report {
+    /// [`render_if_changed`] against the status the branch holds now; `None` also when there
+    /// is no desired state yet to report on.
+    pub fn render_if_changed(
+        &self,
+        previous: &BTreeMap<String, Vec<u8>>,
+        now: DateTime<Utc>,
+        heartbeat: Option<chrono::Duration>,
+    ) -> Option<Rendered> {
+        let desired = match (&self.invalid, &self.applied) {
+            (Some((diagnostics, tree)), last) => {
+                Desired::Invalid { diagnostics, tree, last_good: last.as_ref().map(|(s, t)| (&**s, t.as_str())) }
+            }
+            (None, Some((state, tree))) => Desired::Valid { state, tree },
+            (None, None) => return None,
+        };
+        render_if_changed(&Input { desired, passes: &self.passes, previous, now, alerts: &self.alerts }, heartbeat)
+    }
+}
+
+/// The alert rules `deploy/` ships, by name: the DR report lists them.
+pub fn shipped_alerts() -> Vec<String> {
+    alert_names(include_str!("../../deploy/prometheus/rules.yaml"))
+}
+
 /// Renders the status; `None` when it says nothing new since `input.previous` and no
 /// heartbeat is due.
 pub fn render_if_changed(input: &Input<'_>, heartbeat: Option<chrono::Duration>) -> Option<Rendered> {
@@ -115,7 +150,7 @@ pub fn render_if_changed(input: &Input<'_>, heartbeat: Option<chrono::Duration>)
 
 /// Renders the status files.
 pub fn render(input: &Input<'_>) -> Rendered {
-    let (masked, _) = Renderer { input, mask: true }.files(String::new());
+    let (masked, _, _) = Renderer { input, mask: true }.files(String::new());
     let mut hasher = sha2::Sha256::new();
     for (path, bytes) in &masked {
         hasher.update(path.as_bytes());
@@ -124,13 +159,7 @@ pub fn render(input: &Input<'_>) -> Rendered {
         hasher.update([0]);
     }
     let fingerprint = format!("sha256:{:x}", hasher.finalize());
-    let (files, index) = Renderer { input, mask: false }.files(fingerprint.clone());
-    let sets = files
-        .iter()
-        .filter(|(path, _)| path.starts_with("MirrorSet/"))
-        .filter_map(|(_, bytes)| serde_yaml::from_slice::<MirrorSetStatus>(bytes).ok())
-        .map(|s| (s.metadata.name.clone(), s))
-        .collect();
+    let (files, index, sets) = Renderer { input, mask: false }.files(fingerprint.clone());
     Rendered { files, fingerprint, sets, registries: index.registries }
 }
 
@@ -147,7 +176,8 @@ impl Renderer<'_> {
         if self.mask { "-".into() } else { t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) }
     }
 
-    fn files(&self, fingerprint: String) -> (BTreeMap<String, Vec<u8>>, Index) {
+    /// The files, with the index and MirrorSet documents they were written from.
+    fn files(&self, fingerprint: String) -> (BTreeMap<String, Vec<u8>>, Index, BTreeMap<String, MirrorSetStatus>) {
         let mut files = BTreeMap::new();
         let sets = self.mirror_sets();
         let index = self.index(fingerprint, &sets);
@@ -169,7 +199,7 @@ impl Renderer<'_> {
         }
         files.insert(INDEX.into(), yaml(&index));
         files.insert("README.md".into(), report.into_bytes());
-        (files, index)
+        (files, index, sets)
     }
 
     fn index(&self, fingerprint: String, sets: &BTreeMap<String, MirrorSetStatus>) -> Index {

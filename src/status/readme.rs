@@ -34,7 +34,7 @@ pub(super) fn render(r: &Renderer<'_>, index: &Index, sets: &BTreeMap<String, Mi
     let input = r.input;
     let checks = vec![
         desired_check(index),
-        mirror_check(r, sets),
+        mirror_check(r, index, sets),
         fresh_check(r, sets),
         mirrored_check(sets),
         declared_check(
@@ -169,19 +169,19 @@ fn desired_check(index: &Index) -> Check {
     }
 }
 
-fn mirror_check(r: &Renderer<'_>, sets: &BTreeMap<String, MirrorSetStatus>) -> Check {
+fn mirror_check(r: &Renderer<'_>, index: &Index, sets: &BTreeMap<String, MirrorSetStatus>) -> Check {
     let name = "Mirror runs and is healthy";
-    let mut hosts: BTreeMap<&str, Option<&str>> = BTreeMap::new();
-    for pass in r.input.passes.values() {
-        for o in &pass.observations {
-            let entry = hosts.entry(o.target.host.as_str()).or_insert(None);
-            for m in o.mirror.values() {
-                if let crate::observe::Observed::Unknown(why) = m {
-                    entry.get_or_insert(why);
-                }
-            }
-        }
-    }
+    // The mirror hosts the last passes wrote to, with their health as the index records it.
+    let hosts: BTreeMap<&str, Option<&str>> = r
+        .input
+        .passes
+        .values()
+        .flat_map(|pass| &pass.observations)
+        .filter_map(|o| {
+            let health = index.registries.get(&o.target.host)?;
+            Some((o.target.host.as_str(), if health.reachable { None } else { health.reason.as_deref() }))
+        })
+        .collect();
     if hosts.is_empty() {
         let result = if sets.is_empty() { Result::Pass } else { Result::Unknown };
         let evidence = if sets.is_empty() { "no MirrorSet declared" } else { "no pass has looked at the mirror yet" };
