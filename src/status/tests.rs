@@ -67,20 +67,35 @@ fn alerts() -> Vec<String> {
     vec!["LifeboatSyncFailing".into(), "LifeboatSyncLagging".into()]
 }
 
+/// A desired-state tree id.
+const TREE: &str = "0123456789abcdef0123456789abcdef01234567";
+
+/// No status committed yet.
+static NONE: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+
+/// A report on a valid desired state with no status committed yet.
+fn first_input<'a>(
+    desired: &'a DesiredState,
+    tree: &'a str,
+    passes: &'a BTreeMap<String, SetPass>,
+    alerts: &'a [String],
+    now: DateTime<Utc>,
+) -> Input<'a> {
+    Input { desired: Desired::Valid { state: desired, tree }, passes, previous: &NONE, now, alerts }
+}
+
+/// A rendered document, read back.
+fn doc<T: serde::de::DeserializeOwned>(rendered: &Rendered, path: &str) -> T {
+    serde_yaml::from_slice(&rendered.files[path]).unwrap()
+}
+
 #[test]
 fn a_pass_is_reported_per_image_with_the_dr_checklist() {
     let desired = state();
     let registry = registry();
     let passes = pass(&desired, &registry, at(10), &BTreeMap::new());
-    let previous = BTreeMap::new();
     let alerts = alerts();
-    let input = Input {
-        desired: Desired::Valid { state: &desired, tree: "0123456789abcdef0123456789abcdef01234567" },
-        passes: &passes,
-        previous: &previous,
-        now: at(10),
-        alerts: &alerts,
-    };
+    let input = first_input(&desired, TREE, &passes, &alerts, at(10));
     let rendered = render(&input);
     assert_eq!(
         rendered.files.keys().cloned().collect::<Vec<_>>(),
@@ -99,15 +114,7 @@ fn nothing_new_renders_nothing_until_the_heartbeat_is_due() {
     let registry = registry();
     let alerts = alerts();
     let first = pass(&desired, &registry, at(10), &BTreeMap::new());
-    let tree = "0123456789abcdef0123456789abcdef01234567";
-    let none = BTreeMap::new();
-    let input = Input {
-        desired: Desired::Valid { state: &desired, tree },
-        passes: &first,
-        previous: &none,
-        now: at(10),
-        alerts: &alerts,
-    };
+    let input = first_input(&desired, TREE, &first, &alerts, at(10));
     let written = render_if_changed(&input, None).expect("a first report is always written");
     // The next pass copies nothing: same content, one hour later.
     let second = pass(&desired, &registry, at(11), &first);
@@ -118,7 +125,7 @@ fn nothing_new_renders_nothing_until_the_heartbeat_is_due() {
     let beat = render_if_changed(&later, Some(chrono::Duration::hours(2))).expect("heartbeat due after two hours");
     assert_eq!(beat.fingerprint, written.fingerprint);
     // What did not change is carried over: when 1.0 was copied, and who signed it.
-    let mirror_set: MirrorSetStatus = serde_yaml::from_slice(&beat.files["MirrorSet/base.yaml"]).unwrap();
+    let mirror_set: MirrorSetStatus = doc(&beat, "MirrorSet/base.yaml");
     let tag = &mirror_set.images[0].tags["1.0"];
     assert_eq!(tag.state, TagState::InSync);
     assert_eq!(tag.last_change.as_deref(), Some("2026-11-02T10:00:00Z"));
@@ -132,20 +139,13 @@ fn a_change_in_what_is_mirrored_is_new_content() {
     let registry = registry();
     let alerts = alerts();
     let first = pass(&desired, &registry, at(10), &BTreeMap::new());
-    let none = BTreeMap::new();
-    let input = Input {
-        desired: Desired::Valid { state: &desired, tree: "t1" },
-        passes: &first,
-        previous: &none,
-        now: at(10),
-        alerts: &alerts,
-    };
+    let input = first_input(&desired, "t1", &first, &alerts, at(10));
     let written = render(&input);
     registry.sign(&format!("{UP}/app"), &digest(2));
     let second = pass(&desired, &registry, at(11), &first);
     let input = Input { passes: &second, previous: &written.files, now: at(11), ..input };
     let next = render_if_changed(&input, None).expect("1.1 is now mirrored");
-    let mirror_set: MirrorSetStatus = serde_yaml::from_slice(&next.files["MirrorSet/base.yaml"]).unwrap();
+    let mirror_set: MirrorSetStatus = doc(&next, "MirrorSet/base.yaml");
     assert_eq!(mirror_set.images[0].tags["1.1"].state, TagState::InSync);
     assert_eq!(mirror_set.images[0].tags["1.1"].last_change.as_deref(), Some("2026-11-02T11:00:00Z"));
 }
@@ -158,19 +158,12 @@ fn an_outage_upstream_is_reported_as_unknown_and_the_sync_as_failed() {
     let first = pass(&desired, &registry, at(10), &BTreeMap::new());
     registry.set_down(UP, true);
     let second = pass(&desired, &registry, at(11), &first);
-    let none = BTreeMap::new();
-    let input = Input {
-        desired: Desired::Valid { state: &desired, tree: "t1" },
-        passes: &second,
-        previous: &none,
-        now: at(13),
-        alerts: &alerts,
-    };
+    let input = first_input(&desired, "t1", &second, &alerts, at(13));
     let rendered = render(&input);
-    let index: Index = serde_yaml::from_slice(&rendered.files[INDEX]).unwrap();
+    let index: Index = doc(&rendered, INDEX);
     assert!(!index.registries[UP].reachable);
     assert!(index.registries[MIRROR].reachable);
-    let mirror_set: MirrorSetStatus = serde_yaml::from_slice(&rendered.files["MirrorSet/base.yaml"]).unwrap();
+    let mirror_set: MirrorSetStatus = doc(&rendered, "MirrorSet/base.yaml");
     assert_eq!(mirror_set.result, model::SetResult::Failed);
     assert_eq!(mirror_set.last_success.as_deref(), Some("2026-11-02T10:00:00Z"), "the last success is kept");
     let tag = &mirror_set.images[0].tags["1.0"];
@@ -202,7 +195,7 @@ fn an_invalid_desired_state_is_reported_and_the_last_good_one_followed() {
         alerts: &alerts,
     };
     let rendered = render(&input);
-    let index: Index = serde_yaml::from_slice(&rendered.files[INDEX]).unwrap();
+    let index: Index = doc(&rendered, INDEX);
     assert!(!index.desired_state.valid);
     assert_eq!((index.desired_tree.as_str(), index.applied_tree.as_deref()), ("bad", Some("good")));
     assert!(index.desired_state.diagnostics.iter().any(|d| d.contains("bad.yaml")), "{:?}", index.desired_state);
@@ -226,15 +219,8 @@ fn the_committed_example_status_is_current() {
     let desired = state();
     let registry = registry();
     let passes = pass(&desired, &registry, at(10), &BTreeMap::new());
-    let previous = BTreeMap::new();
-    let alerts = crate::daemon::shipped_alerts();
-    let input = Input {
-        desired: Desired::Valid { state: &desired, tree: "0123456789abcdef0123456789abcdef01234567" },
-        passes: &passes,
-        previous: &previous,
-        now: at(10),
-        alerts: &alerts,
-    };
+    let alerts = shipped_alerts();
+    let input = first_input(&desired, TREE, &passes, &alerts, at(10));
     let rendered = render(&input);
     let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/status-example");
     if std::env::var_os("LIFEBOAT_UPDATE_EXAMPLES").is_some() {
@@ -261,20 +247,13 @@ fn an_unreadable_mirror_keeps_what_the_report_last_saw() {
     let desired = state();
     let registry = registry();
     let alerts = alerts();
-    let none = BTreeMap::new();
     let first = pass(&desired, &registry, at(10), &BTreeMap::new());
-    let input = Input {
-        desired: Desired::Valid { state: &desired, tree: "t" },
-        passes: &first,
-        previous: &none,
-        now: at(10),
-        alerts: &alerts,
-    };
+    let input = first_input(&desired, "t", &first, &alerts, at(10));
     let written = render(&input);
     registry.set_down(MIRROR, true);
     let down = pass(&desired, &registry, at(11), &first);
     let during = render(&Input { passes: &down, previous: &written.files, now: at(11), ..input });
-    let set: MirrorSetStatus = serde_yaml::from_slice(&during.files["MirrorSet/base.yaml"]).unwrap();
+    let set: MirrorSetStatus = doc(&during, "MirrorSet/base.yaml");
     let tag = &set.images[0].tags["1.0"];
     assert_eq!((tag.state, tag.mirror_unknown), (TagState::Unknown, true));
     assert_eq!(tag.mirror, Some(digest(1).to_string()));
@@ -284,7 +263,7 @@ fn an_unreadable_mirror_keeps_what_the_report_last_saw() {
     registry.set_down(MIRROR, false);
     let back = pass(&desired, &registry, at(12), &down);
     let after = render(&Input { passes: &back, previous: &during.files, now: at(12), ..input });
-    let set: MirrorSetStatus = serde_yaml::from_slice(&after.files["MirrorSet/base.yaml"]).unwrap();
+    let set: MirrorSetStatus = doc(&after, "MirrorSet/base.yaml");
     let tag = &set.images[0].tags["1.0"];
     assert_eq!((tag.state, tag.last_change.as_deref()), (TagState::InSync, Some("2026-11-02T10:00:00Z")));
 }

@@ -113,6 +113,20 @@ fn desired_text(world: &World, spec: &str) -> String {
     std::fs::read_to_string(world.dir.path().join("desired.yaml")).unwrap()
 }
 
+/// The MirrorSet spec that mirrors `UP/vendor/app:1.0`.
+const APP_1_0: &str = "  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n";
+
+/// A world whose upstream holds `vendor/app:1.0` (one layer made from `seed`), and a remote
+/// whose `desired/mirrors.yaml` mirrors it: (world, image digest, remote, desired text).
+fn app_in_git(seed: u64) -> (World, String, Remote, String) {
+    let world = World::new();
+    let digest = rt().block_on(world.up().image("vendor/app", Some("1.0"), &[layer(seed, 1024)], "linux/amd64")).0;
+    let remote = Remote::new();
+    let text = desired_text(&world, APP_1_0);
+    remote.push(&[("desired/mirrors.yaml", &text)], "mirror 1.0");
+    (world, digest, remote, text)
+}
+
 fn apply_from(remote: &Remote, extra: &[&str]) -> crate::support::Run {
     let url = remote.url();
     let mut args =
@@ -126,7 +140,7 @@ fn apply_from_git_commits_status_once_and_touches_nothing_else() {
     let world = World::new();
     let digest = rt().block_on(world.up().image("vendor/app", Some("1.0"), &[layer(70, 2048)], "linux/amd64")).0;
     let remote = Remote::new();
-    let text = desired_text(&world, "  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n");
+    let text = desired_text(&world, APP_1_0);
     remote.push(&[("desired/mirrors.yaml", &text), ("README.md", "the team's notes\n")], "mirror vendor/app");
     let desired_tree = remote.tree_of("desired");
 
@@ -176,7 +190,7 @@ fn an_invalid_desired_state_is_reported_in_status_and_nothing_is_applied() {
         up.image("vendor/app", Some("2.0"), &[layer(72, 1024)], "linux/amd64").await;
     });
     let remote = Remote::new();
-    let good = desired_text(&world, "  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n");
+    let good = desired_text(&world, APP_1_0);
     remote.push(&[("desired/mirrors.yaml", &good)], "mirror 1.0");
     assert_eq!(apply_from(&remote, &[]).code, 0);
 
@@ -618,7 +632,7 @@ fn only_a_desired_state_signed_by_a_trusted_key_is_applied() {
     std::fs::write(&allowed, format!("alice@example.invalid {public}")).unwrap();
     let allowed = allowed.display().to_string();
     let remote = Remote::new();
-    let text = desired_text(&world, "  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n");
+    let text = desired_text(&world, APP_1_0);
     remote.push(&[("README.md", "notes\n")], "start");
     let signed = push_signed(&remote, &[("desired/mirrors.yaml", &text)], &trusted);
 
@@ -673,11 +687,7 @@ fn only_a_desired_state_signed_by_a_trusted_key_is_applied() {
 /// so with upstream down the lag alert had nothing to fire on.
 #[test]
 fn a_restarted_daemon_remembers_the_last_success_from_the_status() {
-    let mut world = World::new();
-    rt().block_on(world.up().image("vendor/app", Some("1.0"), &[layer(97, 1024)], "linux/amd64"));
-    let remote = Remote::new();
-    let text = desired_text(&world, "  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n");
-    remote.push(&[("desired/mirrors.yaml", &text)], "mirror 1.0");
+    let (mut world, _, remote, _) = app_in_git(97);
     let url = remote.url();
     let args = ["--repo", url.as_str(), "--path", "desired", "--timeout", "2s", "--retries", "0"];
     let first = Daemon::start(&args);
@@ -733,11 +743,7 @@ impl Drop for GitHttp {
 #[test]
 fn a_remote_over_http_takes_a_password_file_and_refuses_a_wrong_one_clearly() {
     const PASSWORD: &str = "http-git-password-61d2";
-    let world = World::new();
-    rt().block_on(world.up().image("vendor/app", Some("1.0"), &[layer(98, 1024)], "linux/amd64"));
-    let remote = Remote::new();
-    let text = desired_text(&world, "  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n");
-    remote.push(&[("desired/mirrors.yaml", &text)], "mirror 1.0");
+    let (_world, _, remote, _) = app_in_git(98);
     let root = remote.bare.path().parent().unwrap();
     let name = remote.bare.path().file_name().unwrap().to_str().unwrap();
     let server = GitHttp::start(root, "platform", PASSWORD);
@@ -813,11 +819,7 @@ impl Drop for SshServer {
 
 #[test]
 fn a_remote_over_ssh_needs_the_key_and_a_known_host() {
-    let world = World::new();
-    rt().block_on(world.up().image("vendor/app", Some("1.0"), &[layer(99, 1024)], "linux/amd64"));
-    let remote = Remote::new();
-    let text = desired_text(&world, "  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n");
-    remote.push(&[("desired/mirrors.yaml", &text)], "mirror 1.0");
+    let (_world, _, remote, _) = app_in_git(99);
     let ssh = SshServer::start();
     let url = format!("ssh://root@127.0.0.1:{}{}", ssh.port, remote.bare.path().display());
     let file = |name: &str| ssh.dir.path().join(name).display().to_string();
@@ -856,11 +858,7 @@ fn a_remote_over_ssh_needs_the_key_and_a_known_host() {
 #[test]
 fn the_daemon_reports_an_invalid_push_and_keeps_syncing_the_last_valid_state() {
     const TOKEN: &str = "trigger-token-c5b0";
-    let world = World::new();
-    let digest = rt().block_on(world.up().image("vendor/app", Some("1.0"), &[layer(100, 1024)], "linux/amd64")).0;
-    let remote = Remote::new();
-    let good = desired_text(&world, "  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n");
-    remote.push(&[("desired/mirrors.yaml", &good)], "mirror 1.0");
+    let (world, digest, remote, good) = app_in_git(100);
     let secrets = tempfile::tempdir().unwrap();
     std::fs::write(secrets.path().join("token"), TOKEN).unwrap();
     let token_file = secrets.path().join("token").display().to_string();
