@@ -104,6 +104,23 @@ pub enum BackupCommand {
     /// 2 when the archive cannot be read or is refused (a path leaving the archive, a link or
     /// device entry).
     Verify(BackupVerifyArgs),
+    /// List the archives in a backup directory, newest first, from their records.
+    ///
+    /// One line per archive: name, time (UTC), size, images, integrity as last recorded (PASS,
+    /// FAIL or UNKNOWN; "(stored)" when only the stored, encrypted files were checked),
+    /// encryption, parts, and the base of an incremental archive. FAIL also when a recorded
+    /// part is missing or has another size. Archives without a record and files of an
+    /// interrupted export are listed with a note. Reads the records and file sizes only and
+    /// re-hashes nothing: `backup verify` re-hashes. Exit 0, 2 when the directory cannot be
+    /// read.
+    List(BackupListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupListArgs {
+    /// The backup directory: a BackupPolicy's `destination`.
+    #[arg(env = "LIFEBOAT_BACKUP_DIR")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
