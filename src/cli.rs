@@ -92,12 +92,30 @@ pub enum Command {
     /// Air-gapped backup archives.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Push the images of a backup archive into a registry, for air-gapped recovery.
+    ///
+    /// Verifies the whole archive first (and any archives an incremental one builds on) and
+    /// refuses it when anything fails. Then streams it once, with no extraction: blobs the
+    /// registry has are skipped, manifests are pushed after every blob and tags last. Prints a
+    /// summary; with `--verify-key`, checks each restored image's signature in the registry.
+    /// Exit 0 restored (and verified), 2 refused or failed.
+    Restore(RestoreArgs),
     /// Print the JSON Schema of the desired-state documents.
     Schema,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
+    /// Write an archive of a BackupPolicy's images, read from the mirror (never upstream).
+    ///
+    /// The images of the policy's MirrorSets as mirrored, and its own images, with their
+    /// signature, attestation and SBOM tags, as an OCI image layout in a tar (zstd, gzip or
+    /// plain, as the policy says), streamed: no blob is held in memory and no disk is needed
+    /// beyond the archive. Encrypted to the policy's age recipients and split into parts when
+    /// it says so. The archive is verified after writing, recorded next to it
+    /// (`ARCHIVE.lifeboat.json`), and the policy's retention applied. Exit 0 written and
+    /// verified, 2 otherwise (images the mirror lacks are listed and make the exit 2).
+    Export(Box<BackupExportArgs>),
     /// Re-hash every file of an archive against its checksums, reading it once.
     ///
     /// Prints PASS, or FAIL naming each file or blob that does not match. Exit 0 PASS, 1 FAIL,
@@ -125,9 +143,79 @@ pub struct BackupListArgs {
 
 #[derive(Debug, Args)]
 pub struct BackupVerifyArgs {
-    /// The archive (`.tar`, `.tar.zst` or `.tar.gz`; the compression is recognised).
+    /// The archive (`.tar`, `.tar.zst` or `.tar.gz`, maybe `.age`; the compression is
+    /// recognised), or the first of its parts.
     #[arg(env = "LIFEBOAT_ARCHIVE")]
     pub archive: PathBuf,
+    #[command(flatten)]
+    pub identities: IdentityArgs,
+    /// Also check the metadata's cosign signature against this public key (PEM).
+    #[arg(long, value_name = "FILE", env = "LIFEBOAT_BACKUP_VERIFY_KEY")]
+    pub key: Option<PathBuf>,
+}
+
+/// Keys that decrypt archives encrypted with age.
+#[derive(Debug, Clone, Args)]
+pub struct IdentityArgs {
+    /// An age identity file (`AGE-SECRET-KEY-1...`) or the SSH private key of one of the
+    /// archive's recipients; repeatable. Needed for encrypted archives.
+    #[arg(long = "identity", short = 'i', value_name = "FILE", value_delimiter = ',', env = "LIFEBOAT_AGE_IDENTITY")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupExportArgs {
+    #[command(flatten)]
+    pub pass: PassArgs,
+    /// The BackupPolicy to run.
+    #[arg(long, env = "LIFEBOAT_BACKUP_POLICY")]
+    pub policy: String,
+    /// Write the archive here instead of the policy's destination.
+    #[arg(long, value_name = "DIR", env = "LIFEBOAT_BACKUP_DESTINATION")]
+    pub destination: Option<PathBuf>,
+    /// Incremental: store only the blobs this earlier archive (and the archives it builds on)
+    /// lacks. Restoring the new archive then needs those archives in the same folder.
+    #[arg(long, value_name = "ARCHIVE", env = "LIFEBOAT_BACKUP_BASE")]
+    pub base: Option<PathBuf>,
+    /// Sign the metadata with this cosign private key (`cosign generate-key-pair`); its
+    /// password comes from LIFEBOAT_SIGNING_KEY_PASSWORD or COSIGN_PASSWORD.
+    #[arg(long, value_name = "FILE", env = "LIFEBOAT_BACKUP_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+    /// With an encrypted policy: decrypt the new archive with this identity to re-hash its
+    /// content. Without it, the stored (encrypted) bytes are checked against their sums.
+    #[command(flatten)]
+    pub identities: IdentityArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The archive, or the first of its parts. An incremental archive needs the archives it
+    /// builds on in the same folder.
+    #[arg(env = "LIFEBOAT_ARCHIVE")]
+    pub archive: PathBuf,
+    /// Registry to restore into, with an optional repository prefix:
+    /// `registry.internal:5000` or `registry.internal:5000/restored`. Images keep their
+    /// mirror path under it.
+    #[arg(long, value_name = "REGISTRY[/PREFIX]", env = "LIFEBOAT_RESTORE_TO")]
+    pub to: String,
+    #[command(flatten)]
+    pub identities: IdentityArgs,
+    /// Reach the registry over plain HTTP.
+    #[arg(long, env = "LIFEBOAT_INSECURE")]
+    pub insecure: bool,
+    /// Credentials for the registry, in Docker's config.json format (as `skopeo --authfile`).
+    #[arg(long, value_name = "FILE", env = "LIFEBOAT_AUTHFILE")]
+    pub authfile: Option<PathBuf>,
+    /// After restoring, check each image's cosign signature in the registry against this
+    /// public key (PEM); repeatable, any one may have signed.
+    #[arg(long = "verify-key", value_name = "FILE", value_delimiter = ',', env = "LIFEBOAT_RESTORE_VERIFY_KEY")]
+    pub verify_keys: Vec<PathBuf>,
+    /// Longest wait for one registry request, and for any read during a blob transfer.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "LIFEBOAT_TIMEOUT")]
+    pub timeout: std::time::Duration,
+    /// Retries after a transient registry failure (5xx, 429, connection error, timeout).
+    #[arg(long, default_value_t = 4, env = "LIFEBOAT_RETRIES")]
+    pub retries: u32,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +380,10 @@ pub struct RunArgs {
     /// A folder on the mirror registry's storage filesystem, for the storage metrics.
     #[arg(long, value_name = "DIR", env = "LIFEBOAT_STORAGE_PATH")]
     pub storage_path: Option<PathBuf>,
+    /// Sign the metadata of scheduled backups with this cosign private key; its password
+    /// comes from LIFEBOAT_SIGNING_KEY_PASSWORD or COSIGN_PASSWORD.
+    #[arg(long, value_name = "FILE", env = "LIFEBOAT_BACKUP_SIGNING_KEY")]
+    pub backup_signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

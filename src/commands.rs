@@ -1,5 +1,7 @@
 //! What each subcommand does, returning the exit code; `main.rs` only wires it up.
 
+mod backup;
+
 use std::io::Write;
 
 use anyhow::Context;
@@ -109,139 +111,16 @@ pub fn diff(args: &DiffArgs, output: Output) -> anyhow::Result<u8> {
 
 pub fn backup(command: &crate::cli::BackupCommand, output: Output) -> anyhow::Result<u8> {
     match command {
-        crate::cli::BackupCommand::Verify(args) => backup_verify(&args.archive, output),
-        crate::cli::BackupCommand::List(args) => backup_list(&args.dir, output),
+        crate::cli::BackupCommand::Export(args) => backup::export(args, output),
+        crate::cli::BackupCommand::Verify(args) => backup::verify(args, output),
+        crate::cli::BackupCommand::List(args) => backup::list(&args.dir, output),
     }
 }
 
-/// One line of `backup list`.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct BackupRow {
-    archive: String,
-    policy: String,
-    time: String,
-    size: u64,
-    images: Option<u64>,
-    /// PASS, FAIL or UNKNOWN: the recorded check, FAIL when a recorded part is missing or has
-    /// another size, UNKNOWN without a record.
-    integrity: &'static str,
-    /// What the recorded check covered: `content`, or `stored` (the encrypted files only).
-    checked: Option<crate::backup::catalog::IntegrityCheck>,
-    checked_at: Option<String>,
-    encryption: &'static str,
-    parts: usize,
-    base: Option<String>,
-    note: Option<String>,
-}
+pub use backup::signer as backup_signer;
 
-impl BackupRow {
-    fn new(entry: &crate::backup::catalog::Entry) -> BackupRow {
-        use crate::backup::catalog::IntegrityResult;
-        let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let record = entry.record();
-        BackupRow {
-            archive: entry.archive.clone(),
-            policy: entry.policy.clone(),
-            time: time(entry.created_at),
-            size: entry.size(),
-            images: record.map(|r| r.images),
-            integrity: match record {
-                None => "UNKNOWN",
-                Some(_) if !entry.complete() => "FAIL",
-                Some(r) if r.integrity.result == IntegrityResult::Pass => "PASS",
-                Some(_) => "FAIL",
-            },
-            checked: record.map(|r| r.integrity.how),
-            checked_at: record.map(|r| time(r.integrity.checked_at)),
-            encryption: if entry.encrypted() { "age" } else { "none" },
-            parts: entry.parts(),
-            base: record.and_then(|r| r.base.clone()),
-            note: entry.note(),
-        }
-    }
-}
-
-fn backup_list(dir: &std::path::Path, output: Output) -> anyhow::Result<u8> {
-    use crate::backup::catalog::IntegrityCheck;
-    let rows: Vec<BackupRow> = crate::backup::catalog::scan(dir)?.iter().rev().map(BackupRow::new).collect();
-    if output == Output::Json {
-        write_out(&render::json(&rows))?;
-        return Ok(exit::OK);
-    }
-    if rows.is_empty() {
-        write_out(&format!("no backup archives in {}\n", dir.display()))?;
-        return Ok(exit::OK);
-    }
-    let header = ["ARCHIVE", "TIME", "SIZE", "IMAGES", "INTEGRITY", "ENCRYPTION", "PARTS", "BASE"].map(String::from);
-    let lines: Vec<[String; 8]> = std::iter::once(header)
-        .chain(rows.iter().map(|row| {
-            let stored = row.checked == Some(IntegrityCheck::Stored) && row.note.is_none();
-            [
-                row.archive.clone(),
-                row.time.clone(),
-                bytesize::ByteSize(row.size).to_string(),
-                row.images.map_or("-".into(), |n| n.to_string()),
-                if stored { format!("{} (stored)", row.integrity) } else { row.integrity.to_string() },
-                row.encryption.to_string(),
-                row.parts.to_string(),
-                row.base.clone().unwrap_or_else(|| "-".into()),
-            ]
-        }))
-        .collect();
-    let mut widths = [0; 8];
-    for line in &lines {
-        for (width, cell) in widths.iter_mut().zip(line) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut text = String::new();
-    for line in &lines {
-        let cells: Vec<String> = line.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
-        text.push_str(cells.join("  ").trim_end());
-        text.push('\n');
-    }
-    let notes: Vec<String> =
-        rows.iter().filter_map(|row| row.note.as_ref().map(|note| format!("{}: {note}\n", row.archive))).collect();
-    if !notes.is_empty() {
-        text.push('\n');
-        text.push_str(&notes.concat());
-    }
-    write_out(&text)?;
-    Ok(exit::OK)
-}
-
-fn backup_verify(path: &std::path::Path, output: Output) -> anyhow::Result<u8> {
-    use std::io::BufRead as _;
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut input = std::io::BufReader::with_capacity(1 << 20, file);
-    let head = input.fill_buf().with_context(|| format!("reading {}", path.display()))?;
-    anyhow::ensure!(
-        !head.starts_with(b"age-encryption.org/") && !head.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"),
-        "{} is encrypted with age: decrypt it first (`age -d -i KEY`); this version cannot",
-        path.display()
-    );
-    let verification =
-        crate::backup::archive::verify(input).with_context(|| format!("verifying {}", path.display()))?;
-    write_out(&match output {
-        Output::Json => render::json(&serde_json::json!({
-            "archive": path.display().to_string(),
-            "result": if verification.passed() { "PASS" } else { "FAIL" },
-            "files": verification.files,
-            "problems": verification.problems,
-        })),
-        Output::Human | Output::Markdown if verification.passed() => {
-            format!("PASS: {} ({} files match their checksums)\n", path.display(), verification.files)
-        }
-        Output::Human | Output::Markdown => {
-            let mut text = format!("FAIL: {}\n", path.display());
-            for problem in &verification.problems {
-                text.push_str(&format!("  {problem}\n"));
-            }
-            text
-        }
-    })?;
-    Ok(if verification.passed() { exit::OK } else { exit::CHANGES })
+pub fn restore(args: &crate::cli::RestoreArgs, output: Output) -> anyhow::Result<u8> {
+    backup::restore(args, output)
 }
 
 pub fn schema() -> anyhow::Result<u8> {
@@ -348,6 +227,7 @@ pub fn apply(args: &ApplyArgs, output: Output) -> anyhow::Result<u8> {
             invalid: snapshot.loaded.err().map(|d| (d, snapshot.tree.clone())),
             passes: Default::default(),
             alerts,
+            backups: Default::default(),
         };
         publish(&repo, &rt, invalid, heartbeat)?;
         return Ok(exit::ERROR);
@@ -366,11 +246,13 @@ pub fn apply(args: &ApplyArgs, output: Output) -> anyhow::Result<u8> {
         })),
         Output::Human | Output::Markdown => render::outcomes_human(&pass.plan, &outcomes),
     })?;
+    let backups = rt.block_on(crate::backup::observe(&state, &Default::default()));
     let report = crate::status::Report {
         applied: Some((std::sync::Arc::new(state), snapshot.tree.clone())),
         invalid: None,
         passes,
         alerts,
+        backups,
     };
     publish(&repo, &rt, report, heartbeat)?;
     let problems = totals.failed > 0 || pass.plan.has_unknowns() || pass.plan.rejections() > 0;

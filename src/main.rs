@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run(args),
         Command::Verify(args) => commands::verify(args, output),
         Command::Backup(command) => commands::backup(command, output),
+        Command::Restore(args) => commands::restore(args, output),
         Command::Schema => commands::schema(),
     };
     match result {

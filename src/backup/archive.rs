@@ -19,6 +19,15 @@ use crate::desired::Compression;
 pub const CHECKSUMS: &str = "lifeboat/checksums.sha256";
 pub const AGGREGATE: &str = "lifeboat/aggregate.sha256";
 pub const METADATA: &str = "lifeboat/metadata.json";
+/// The metadata's cosign signature (base64, as `cosign sign-blob` writes it), when signed.
+pub const METADATA_SIGNATURE: &str = "lifeboat/metadata.json.sig";
+
+/// Files verification keeps in memory are small; a larger one is only hashed.
+const KEPT_LIMIT: u64 = 64 << 20;
+
+fn entry_size<R: Read>(entry: &tar::Entry<'_, R>) -> u64 {
+    entry.header().size().unwrap_or(u64::MAX)
+}
 
 /// The compressed stream under the tar.
 enum Encoder<W: Write> {
@@ -120,6 +129,13 @@ impl<W: Write> ArchiveWriter<W> {
     pub fn finish(mut self, metadata: &serde_json::Value) -> anyhow::Result<(W, String)> {
         let meta = serde_json::to_vec_pretty(metadata).context("serializing the metadata")?;
         self.add(METADATA, meta.len() as u64, meta.as_slice())?;
+        self.finish_checksums()
+    }
+
+    /// Adds the checksum files (the metadata was added like any file), finishes the
+    /// compression and returns the output and the aggregate checksum.
+    pub fn finish_checksums(mut self) -> anyhow::Result<(W, String)> {
+        anyhow::ensure!(self.sums.contains_key(METADATA), "the archive has no {METADATA}");
         let mut checksums = String::new();
         for (path, hex) in &self.sums {
             checksums.push_str(&format!("{hex}  {path}\n"));
@@ -167,6 +183,9 @@ pub struct Verification {
     pub files: usize,
     /// Each problem, naming the file or blob; empty means PASS.
     pub problems: Vec<String>,
+    /// The metadata document and its signature file, as read.
+    pub metadata: Option<Vec<u8>>,
+    pub metadata_signature: Option<Vec<u8>>,
 }
 
 impl Verification {
@@ -184,6 +203,7 @@ pub fn verify(input: impl io::BufRead) -> anyhow::Result<Verification> {
     let mut hashes: BTreeMap<String, String> = BTreeMap::new();
     let mut checksums = None;
     let mut aggregate = None;
+    let (mut metadata, mut metadata_signature) = (None, None);
     let mut problems = Vec::new();
     for entry in tar.entries().context("reading the archive")? {
         let entry = entry.context("reading the archive")?;
@@ -198,7 +218,8 @@ pub fn verify(input: impl io::BufRead) -> anyhow::Result<Verification> {
         }
         check_path(&path).context("refusing the archive")?;
         let mut hashing = Hashing { inner: entry, hasher: Sha256::new(), read: 0 };
-        let keep = path == CHECKSUMS || path == AGGREGATE;
+        let keep = [CHECKSUMS, AGGREGATE, METADATA, METADATA_SIGNATURE].contains(&path.as_str())
+            && entry_size(&hashing.inner) <= KEPT_LIMIT;
         let mut kept = Vec::new();
         if keep {
             hashing.read_to_end(&mut kept).with_context(|| format!("reading {path}"))?;
@@ -215,6 +236,11 @@ pub fn verify(input: impl io::BufRead) -> anyhow::Result<Verification> {
             CHECKSUMS => checksums = Some((String::from_utf8_lossy(&kept).into_owned(), hex)),
             AGGREGATE => aggregate = Some(String::from_utf8_lossy(&kept).into_owned()),
             _ => {
+                if path == METADATA {
+                    metadata = Some(std::mem::take(&mut kept));
+                } else if path == METADATA_SIGNATURE {
+                    metadata_signature = Some(std::mem::take(&mut kept));
+                }
                 if hashes.insert(path.clone(), hex).is_some() {
                     problems.push(format!("{path} is in the archive twice"));
                 }
@@ -245,7 +271,7 @@ pub fn verify(input: impl io::BufRead) -> anyhow::Result<Verification> {
     for path in hashes.keys() {
         problems.push(format!("{path} is in the archive but not in {CHECKSUMS}"));
     }
-    Ok(Verification { files: listed, problems })
+    Ok(Verification { files: listed, problems, metadata, metadata_signature })
 }
 
 #[cfg(test)]

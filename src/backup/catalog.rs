@@ -66,6 +66,10 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_revision: Option<String>,
     pub lifeboat_version: String,
+    /// The blobs stored in this archive (not those left to its base): what an incremental
+    /// archive built on this one can leave out, known without decrypting this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stored_blobs: Vec<String>,
 }
 
 /// One stored file of an archive.
@@ -104,6 +108,16 @@ pub enum IntegrityCheck {
     /// Only the stored part files re-hashed against their recorded sha256 (for example an
     /// encrypted archive checked without an identity to decrypt it).
     Stored,
+}
+
+impl IntegrityCheck {
+    /// What the check covered, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            IntegrityCheck::Content => "every file re-hashed",
+            IntegrityCheck::Stored => "stored bytes re-hashed; the content needs the identity to check",
+        }
+    }
 }
 
 impl Record {

@@ -10,6 +10,7 @@
 //! `apply` runs on its caller's, while the HTTP server and the Lease run on the runtime's
 //! worker threads.
 
+mod backups;
 mod http;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,6 +64,15 @@ enum Done {
     /// The start-up pass that copies what is missing.
     Missing,
     Set(String, Box<SetPass>),
+    Backup(String, Result<(), String>),
+}
+
+/// What a task does.
+#[derive(Debug, Clone)]
+enum Job {
+    Missing,
+    Set(String),
+    Backup(String),
 }
 
 fn read_secret(file: &Option<std::path::PathBuf>, flag: &str) -> anyhow::Result<Option<String>> {
@@ -127,10 +137,14 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         rerun: BTreeSet::new(),
         tasks: JoinSet::new(),
         task_sets: std::collections::HashMap::new(),
+        backups: backups::Backups::default(),
         alerts: status::shipped_alerts(),
         seeded: BTreeMap::new(),
         git_timeout: GIT_TIMEOUT,
     };
+    if let Some(path) = &args.backup_signing_key {
+        daemon.backups.signer = Some(Arc::new(crate::commands::backup_signer(path)?));
+    }
     daemon.seed_from_committed_status().await;
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
     let mut terminate =
@@ -217,8 +231,9 @@ struct Daemon<'a> {
     /// Sets that were running when a new desired state arrived: they run again once done.
     rerun: BTreeSet<String>,
     tasks: JoinSet<()>,
-    /// Which set each task syncs (`None`: the missing-first pass).
-    task_sets: std::collections::HashMap<tokio::task::Id, Option<String>>,
+    /// What each task does.
+    task_sets: std::collections::HashMap<tokio::task::Id, Job>,
+    backups: backups::Backups,
     alerts: Vec<String>,
     /// Last successes read from the committed status at start-up, until a pass has run.
     seeded: BTreeMap<String, DateTime<Utc>>,
@@ -243,17 +258,17 @@ impl Daemon<'_> {
         };
         let panicked = e.is_panic();
         if panicked {
-            let set = job.as_deref().unwrap_or("(missing-first pass)");
-            tracing::error!(set, "a sync stopped on an internal error; the set runs again on its schedule");
+            tracing::error!(?job, "a task stopped on an internal error; it runs again on its schedule");
         }
         match job {
-            Some(name) => {
+            Job::Set(name) => {
                 if panicked {
                     self.shared.metrics.record_run(&name, RunResult::Failure);
                 }
                 self.running.remove(&name);
             }
-            None => self.finished_missing_first(),
+            Job::Backup(name) => self.backups.stopped(&name, &self.shared.metrics),
+            Job::Missing => self.finished_missing_first(),
         }
     }
 
@@ -261,7 +276,16 @@ impl Daemon<'_> {
         let now = Utc::now();
         // Due times only matter when this replica can start something.
         let can_start = leader && !self.missing_running;
-        let soonest = self.due.values().min().filter(|_| can_start).map(|t| (*t - now).to_std().unwrap_or_default());
+        let soonest = self
+            .due
+            .values()
+            .min()
+            .filter(|_| can_start)
+            .copied()
+            .into_iter()
+            .chain(self.backups.next_due().filter(|_| leader))
+            .min()
+            .map(|t| (t - now).to_std().unwrap_or_default());
         let lease_tick = tokio::time::Instant::now() + Duration::from_secs(5);
         let mut wake = next_fetch.min(lease_tick);
         if let Some(d) = soonest {
@@ -326,6 +350,7 @@ impl Daemon<'_> {
                 // missing under the new state is copied first.
                 self.rerun = self.running.clone();
                 self.missing_first = true;
+                self.backups.follow(&state, &self.shared.metrics);
                 self.applied = Some(Applied { tree, state: Arc::new(state), registry: Arc::new(registry) });
                 self.invalid = None;
             }
@@ -380,6 +405,7 @@ impl Daemon<'_> {
         if let Some(applied) = &self.applied {
             self.due = applied.state.mirror_sets.keys().map(|n| (n.clone(), now)).collect();
         }
+        self.backups.all_due();
     }
 
     /// Starts every set that is due, unless it is still running.
@@ -400,7 +426,7 @@ impl Daemon<'_> {
                     );
                     let _ = done.send(Done::Missing).await;
                 });
-                self.task_sets.insert(handle.id(), None);
+                self.task_sets.insert(handle.id(), Job::Missing);
             }
             return;
         }
@@ -438,7 +464,25 @@ impl Daemon<'_> {
                     let _ = done.send(Done::Set(name, Box::new(set_pass))).await;
                 }
             });
-            self.task_sets.insert(handle.id(), Some(set));
+            self.task_sets.insert(handle.id(), Job::Set(set));
+        }
+        self.start_backups(done);
+    }
+
+    /// Starts every backup policy that is due; exports run beside syncs.
+    fn start_backups(&mut self, done: &mpsc::Sender<Done>) {
+        let Some(applied) = &self.applied else {
+            return;
+        };
+        for name in self.backups.take_due(&applied.state, &self.shared.metrics) {
+            let (state, registry, done) = (applied.state.clone(), applied.registry.clone(), done.clone());
+            let (tree, signer, policy) = (applied.tree.clone(), self.backups.signer.clone(), name.clone());
+            tracing::info!(policy = %name, "backup export starts");
+            let handle = self.tasks.spawn_local(async move {
+                let result = backups::export(state, registry, policy.clone(), tree, signer).await;
+                let _ = done.send(Done::Backup(policy, result)).await;
+            });
+            self.task_sets.insert(handle.id(), Job::Backup(name));
         }
     }
 
@@ -456,6 +500,10 @@ impl Daemon<'_> {
                 self.passes.insert(name, *pass);
                 self.publish().await;
             }
+            Done::Backup(name, result) => {
+                self.backups.finished(&name, result, &self.shared.metrics);
+                self.publish().await;
+            }
         }
     }
 
@@ -471,11 +519,19 @@ impl Daemon<'_> {
     /// Renders the status (for metrics always; committed when the repo publishes and this
     /// replica leads).
     async fn publish(&mut self) {
+        let backups = match &self.applied {
+            Some(a) => crate::backup::observe(&a.state, &self.backups.errors).await,
+            None => BTreeMap::new(),
+        };
+        for (name, o) in &backups {
+            self.shared.metrics.record_backup(name, o);
+        }
         let owned = status::Report {
             applied: self.applied.as_ref().map(|a| (a.state.clone(), a.tree.clone())),
             invalid: self.invalid.clone(),
             passes: self.passes.clone(),
             alerts: self.alerts.clone(),
+            backups,
         };
         let now = Utc::now();
         if let Some(rendered) = owned.render_if_changed(&BTreeMap::new(), now, None) {

@@ -488,6 +488,49 @@ impl RegistryClient {
         }
     }
 
+    /// Opens a blob for reading as a stream of chunks, never holding it in memory; the caller
+    /// checks the digest of what it reads. Only opening is retried: a stream that breaks
+    /// midway fails, since its bytes are already on their way.
+    pub async fn blob_stream(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> Result<futures_util::stream::BoxStream<'static, Result<Bytes, std::io::Error>>, RegistryError> {
+        let from = oci_reference(repository, digest.as_str());
+        self.authenticate(&from, false).await?;
+        let host = self.host(&repository.host);
+        let response = self
+            .run(
+                &host,
+                || format!("reading blob {digest} of {repository}"),
+                Some(self.options.timeout),
+                || async {
+                    self.oci.pull_blob_stream_partial(&from, digest.as_str(), 0, None).await.map_err(Failure::from)
+                },
+            )
+            .await?;
+        let (oci_client::client::BlobResponse::Full(s) | oci_client::client::BlobResponse::Partial(s)) = response;
+        Ok(s.stream)
+    }
+
+    /// Uploads a blob from a stream of chunks; the registry verifies the digest.
+    pub async fn upload_blob<S>(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        size: u64,
+        body: S,
+    ) -> Result<(), RegistryError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    {
+        let host = self.host(&repository.host);
+        let to = self.http_target(&host, repository).await?;
+        let _permit = host.permits.acquire().await.expect("open semaphore");
+        host.pace().await;
+        self.http.upload_blob(&to, digest, size, body, self.options.chunk_size).await
+    }
+
     /// Pushes manifest bytes under `reference` (a tag, or the manifest's own digest).
     pub async fn push_manifest(
         &self,

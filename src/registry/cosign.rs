@@ -94,6 +94,40 @@ impl TrustedKey {
     }
 }
 
+impl TrustedKey {
+    /// Whether `signature` (base64, as `cosign sign-blob` writes it) signs `payload`.
+    pub fn verifies_blob(&self, signature: &[u8], payload: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(signature);
+        self.key.verify_signature(Signature::Base64Encoded(text.trim().as_bytes()), payload).is_ok()
+    }
+}
+
+/// Signs blobs with a cosign private key, as `cosign sign-blob --key` does.
+pub struct BlobSigner(sigstore::crypto::SigStoreSigner);
+
+impl BlobSigner {
+    /// Reads an encrypted cosign private key (`cosign generate-key-pair` writes one) with its
+    /// password; `name` is how errors refer to it.
+    pub fn from_encrypted_pem(name: &str, pem: &[u8], password: &[u8]) -> anyhow::Result<BlobSigner> {
+        use sigstore::crypto::SigningScheme;
+        let pair = sigstore::crypto::signing_key::SigStoreKeyPair::from_encrypted_pem(pem, password).map_err(|e| {
+            anyhow::anyhow!("{name} cannot be read as an encrypted cosign private key with the password given: {e}")
+        })?;
+        [SigningScheme::ECDSA_P256_SHA256_ASN1, SigningScheme::ECDSA_P384_SHA384_ASN1, SigningScheme::ED25519]
+            .iter()
+            .find_map(|scheme| pair.to_sigstore_signer(scheme).ok())
+            .map(BlobSigner)
+            .ok_or_else(|| anyhow::anyhow!("{name}: only ECDSA P-256/P-384 and Ed25519 keys can sign backups"))
+    }
+
+    /// The base64 signature of `payload`.
+    pub fn sign(&self, payload: &[u8]) -> anyhow::Result<String> {
+        use base64::Engine as _;
+        let signature = self.0.sign(payload).map_err(|e| anyhow::anyhow!("signing: {e}"))?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(signature))
+    }
+}
+
 /// The Fulcio roots and Rekor keys of a Sigstore trust root (`trusted_root.json`).
 #[derive(Clone, Default)]
 pub struct TrustRoot {

@@ -113,6 +113,13 @@ impl OciRegistry {
     }
 }
 
+impl OciRegistry {
+    /// Whether MirrorSet `set` has a signature policy to check.
+    pub fn checks_signatures(&self, set: &str) -> bool {
+        self.policies.contains_key(set)
+    }
+}
+
 impl Registry for OciRegistry {
     async fn list_tags(&self, repository: &Repository) -> Result<Option<Vec<String>>, RegistryError> {
         self.client.list_tags(repository).await

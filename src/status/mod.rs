@@ -6,6 +6,7 @@
 //! commits only when that fingerprint changes (or a heartbeat is due), which is also what
 //! keeps a status commit from ever causing another.
 
+mod backup;
 mod model;
 mod readme;
 
@@ -14,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use sha2::Digest as _;
 
+pub use backup::{ArchiveFacts, BackupObservation, BackupPolicyStatus};
 pub use model::{Index, MirrorSetStatus, RegistryHealth, TagState, TagStatus};
 
 use crate::desired::{DesiredState, Diagnostics, Digest};
@@ -82,6 +84,8 @@ pub struct Input<'a> {
     pub now: DateTime<Utc>,
     /// Names of the alert rules Lifeboat ships.
     pub alerts: &'a [String],
+    /// What each BackupPolicy's destination holds (policies not looked at are absent).
+    pub backups: &'a BTreeMap<String, BackupObservation>,
 }
 
 /// Rendered status files, and the fingerprint of their content without times.
@@ -102,6 +106,7 @@ pub struct Report {
     pub invalid: Option<(Diagnostics, String)>,
     pub passes: BTreeMap<String, SetPass>,
     pub alerts: Vec<String>,
+    pub backups: BTreeMap<String, BackupObservation>,
 }
 
 impl Report {
@@ -120,7 +125,10 @@ impl Report {
             (None, Some((state, tree))) => Desired::Valid { state, tree },
             (None, None) => return None,
         };
-        render_if_changed(&Input { desired, passes: &self.passes, previous, now, alerts: &self.alerts }, heartbeat)
+        render_if_changed(
+            &Input { desired, passes: &self.passes, previous, now, alerts: &self.alerts, backups: &self.backups },
+            heartbeat,
+        )
     }
 }
 
@@ -176,6 +184,19 @@ impl Renderer<'_> {
         if self.mask { "-".into() } else { t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) }
     }
 
+    /// An age such as `3h 12m`, masked like times.
+    fn age(&self, d: chrono::Duration) -> String {
+        if self.mask {
+            return "-".into();
+        }
+        let minutes = d.num_minutes().max(0);
+        match (minutes / 1440, minutes % 1440 / 60, minutes % 60) {
+            (0, 0, m) => format!("{m}m"),
+            (0, h, m) => format!("{h}h {m}m"),
+            (days, h, _) => format!("{days}d {h}h"),
+        }
+    }
+
     /// The files, with the index and MirrorSet documents they were written from.
     fn files(&self, fingerprint: String) -> (BTreeMap<String, Vec<u8>>, Index, BTreeMap<String, MirrorSetStatus>) {
         let mut files = BTreeMap::new();
@@ -188,8 +209,20 @@ impl Renderer<'_> {
                 files.insert(format!("PrePullSet/{name}.yaml"), yaml(&doc));
             }
             for (name, policy) in &state.backup_policies {
-                let doc =
-                    model::NotObserved::new("BackupPolicyStatus", name, &policy.origin.file, self.input.desired.tree());
+                let observed = self.input.backups.get(name).cloned().unwrap_or_else(|| BackupObservation {
+                    destination: policy.destination.clone(),
+                    unreadable: Some("not looked at by this run".into()),
+                    ..Default::default()
+                });
+                let doc = backup::document(
+                    name,
+                    &policy.origin.file,
+                    self.input.desired.tree(),
+                    &observed,
+                    self.input.now,
+                    &|t| self.time(t),
+                    &|d| self.age(d),
+                );
                 files.insert(format!("BackupPolicy/{name}.yaml"), yaml(&doc));
             }
         }

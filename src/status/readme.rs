@@ -48,12 +48,7 @@ pub(super) fn render(r: &Renderer<'_>, index: &Index, sets: &BTreeMap<String, Mi
             result: Result::Unknown,
             evidence: "kubelet settings are not observed by this version of Lifeboat".into(),
         },
-        declared_check(
-            "Air-gapped backups present, under 7 days old, verified",
-            input.desired.state().map(|s| s.backup_policies.len()),
-            "BackupPolicy",
-            "backup archives are not observed by this version of Lifeboat",
-        ),
+        backup_check(input),
         alerts_check(input.alerts),
     ];
     let mut out = String::from("# Lifeboat status: DR readiness\n\n");
@@ -261,4 +256,33 @@ fn alerts_check(alerts: &[String]) -> Check {
             alerts.join(", ")
         ),
     }
+}
+
+/// Every BackupPolicy has a verified archive under 7 days old.
+fn backup_check(input: &super::Input<'_>) -> Check {
+    const NAME: &str = "Air-gapped backups present, under 7 days old, verified";
+    let policies = input.desired.state().map(|s| &s.backup_policies);
+    let Some(policies) = policies.filter(|p| !p.is_empty()) else {
+        return Check { name: NAME, result: Result::Fail, evidence: "no BackupPolicy in the desired state".into() };
+    };
+    let mut worst = Result::Pass;
+    let mut evidence = Vec::new();
+    for (name, policy) in policies {
+        let (verdict, why) = match input.backups.get(name) {
+            Some(o) => super::backup::verdict(o, input.now),
+            None => ("UNKNOWN", format!("{} was not looked at", policy.destination)),
+        };
+        let result = match verdict {
+            "PASS" => Result::Pass,
+            "FAIL" => Result::Fail,
+            _ => Result::Unknown,
+        };
+        worst = match (worst, result) {
+            (Result::Fail, _) | (_, Result::Fail) => Result::Fail,
+            (Result::Unknown, _) | (_, Result::Unknown) => Result::Unknown,
+            _ => Result::Pass,
+        };
+        evidence.push(format!("{name}: {why}"));
+    }
+    Check { name: NAME, result: worst, evidence: evidence.join("; ") }
 }

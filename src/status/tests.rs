@@ -72,6 +72,7 @@ const TREE: &str = "0123456789abcdef0123456789abcdef01234567";
 
 /// No status committed yet.
 static NONE: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+static NO_BACKUPS: BTreeMap<String, BackupObservation> = BTreeMap::new();
 
 /// A report on a valid desired state with no status committed yet.
 fn first_input<'a>(
@@ -81,7 +82,14 @@ fn first_input<'a>(
     alerts: &'a [String],
     now: DateTime<Utc>,
 ) -> Input<'a> {
-    Input { desired: Desired::Valid { state: desired, tree }, passes, previous: &NONE, now, alerts }
+    Input {
+        desired: Desired::Valid { state: desired, tree },
+        passes,
+        previous: &NONE,
+        now,
+        alerts,
+        backups: &NO_BACKUPS,
+    }
 }
 
 /// A rendered document, read back.
@@ -193,6 +201,7 @@ fn an_invalid_desired_state_is_reported_and_the_last_good_one_followed() {
         previous: &none,
         now: at(10),
         alerts: &alerts,
+        backups: &NO_BACKUPS,
     };
     let rendered = render(&input);
     let index: Index = doc(&rendered, INDEX);

@@ -78,6 +78,7 @@ impl Dir {
             integrity: Integrity { result, checked_at: time, how: IntegrityCheck::Content },
             desired_revision: None,
             lifeboat_version: "test".to_string(),
+            stored_blobs: Vec::new(),
         };
         record.write(self.path()).unwrap();
         record

@@ -1,0 +1,135 @@
+//! The daemon's BackupPolicy schedule: each policy exports on its own cron, never twice at
+//! once, and its last failure is kept for the status until an export succeeds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::backup::job;
+use crate::backup::sink::Identities;
+use crate::desired::DesiredState;
+use crate::metrics::{Metrics, RunResult};
+use crate::registry::OciRegistry;
+use crate::registry::cosign::BlobSigner;
+
+#[derive(Default)]
+pub(super) struct Backups {
+    /// When each policy exports next.
+    due: BTreeMap<String, DateTime<Utc>>,
+    running: BTreeSet<String>,
+    /// The last export's failure, per policy, until one succeeds.
+    pub(super) errors: BTreeMap<String, String>,
+    pub(super) signer: Option<Arc<BlobSigner>>,
+}
+
+impl Backups {
+    /// A new desired state: each policy's next run from its schedule (a restart does not
+    /// export at once; the schedule decides).
+    pub(super) fn follow(&mut self, state: &DesiredState, metrics: &Metrics) {
+        let now = Utc::now();
+        for gone in self.due.keys().filter(|n| !state.backup_policies.contains_key(*n)) {
+            metrics.forget_backup(gone);
+        }
+        self.due = state
+            .backup_policies
+            .iter()
+            .filter_map(|(name, p)| p.schedule.next_after(&now).map(|t| (name.clone(), t)))
+            .collect();
+        self.errors.retain(|name, _| state.backup_policies.contains_key(name));
+    }
+
+    pub(super) fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.due.values().min().copied()
+    }
+
+    /// Every policy exports now (an explicit trigger).
+    pub(super) fn all_due(&mut self) {
+        let now = Utc::now();
+        self.due.values_mut().for_each(|t| *t = now);
+    }
+
+    /// The policies due now, moved to their next time; a policy still exporting is skipped.
+    pub(super) fn take_due(&mut self, state: &DesiredState, metrics: &Metrics) -> Vec<String> {
+        let now = Utc::now();
+        let due: Vec<String> = self.due.iter().filter(|(_, t)| **t <= now).map(|(n, _)| n.clone()).collect();
+        let mut start = Vec::new();
+        for name in due {
+            match state.backup_policies.get(&name).and_then(|p| p.schedule.next_after(&now)) {
+                Some(next) => self.due.insert(name.clone(), next),
+                None => self.due.remove(&name),
+            };
+            if !self.running.insert(name.clone()) {
+                tracing::warn!(policy = %name, "backup skipped: the previous export of this policy is still running");
+                metrics.record_backup_run(&name, RunResult::Skipped);
+                continue;
+            }
+            start.push(name);
+        }
+        start
+    }
+
+    pub(super) fn finished(&mut self, name: &str, result: Result<(), String>, metrics: &Metrics) {
+        self.running.remove(name);
+        match result {
+            Ok(()) => {
+                self.errors.remove(name);
+                metrics.record_backup_run(name, RunResult::Success);
+            }
+            Err(why) => {
+                self.errors.insert(name.to_string(), why);
+                metrics.record_backup_run(name, RunResult::Failure);
+            }
+        }
+    }
+
+    /// A task ended without reporting (it panicked).
+    pub(super) fn stopped(&mut self, name: &str, metrics: &Metrics) {
+        if self.running.contains(name) {
+            self.finished(name, Err("the export stopped on an internal error".into()), metrics);
+        }
+    }
+}
+
+/// One export, as the daemon runs it: no identity, so an encrypted archive is checked by its
+/// stored bytes.
+pub(super) async fn export(
+    state: Arc<DesiredState>,
+    registry: Arc<OciRegistry>,
+    name: String,
+    revision: String,
+    signer: Option<Arc<BlobSigner>>,
+) -> Result<(), String> {
+    let Some(spec) = state.backup_policies.get(&name).cloned() else {
+        return Err(format!("BackupPolicy {name} left the desired state"));
+    };
+    let job = job::Job {
+        policy: name.clone(),
+        destination: PathBuf::from(&spec.destination),
+        spec,
+        base: None,
+        signer,
+        identities: Arc::new(Identities::none()),
+        desired_revision: Some(format!("tree {revision}")),
+    };
+    match job::export(&state, &registry, job, |_| {}).await {
+        Ok(exported) if exported.problems.is_empty() && exported.missing.is_empty() => {
+            tracing::info!(policy = %name, archive = %exported.path.display(), size = exported.record.size, "backup written and verified");
+            Ok(())
+        }
+        Ok(exported) if !exported.problems.is_empty() => {
+            Err(format!("{} failed verification: {}", exported.record.archive, exported.problems.join("; ")))
+        }
+        Ok(exported) => Err(format!(
+            "{} lacks {} image(s) the mirror does not hold: {}",
+            exported.record.archive,
+            exported.missing.len(),
+            exported.missing.iter().map(|m| m.reference.as_str()).collect::<Vec<_>>().join(", ")
+        )),
+        Err(e) => {
+            tracing::error!(policy = %name, error = format!("{e:#}"), "backup failed");
+            Err(format!("{e:#}"))
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! `BackupPolicy/<name>.yaml` and the backup line of the DR report: the newest archive of each
+//! policy with its time, age, size, checksum, integrity and encryption, from what the caller
+//! observed in the policy's destination folder.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::model::{API_VERSION, Metadata};
+
+/// How old the newest verified archive may be before the DR plan fails.
+pub const MAX_AGE: chrono::Duration = chrono::Duration::days(7);
+
+/// What the caller found in one policy's destination folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupObservation {
+    pub destination: String,
+    /// Archives of the policy found (recorded or not).
+    pub archives: usize,
+    pub newest: Option<ArchiveFacts>,
+    /// The newest archive that passed verification, when it is not the newest.
+    pub newest_verified: Option<ArchiveFacts>,
+    /// Why the folder could not be read, when it could not.
+    pub unreadable: Option<String>,
+    /// Why the last export failed, when it did.
+    pub last_error: Option<String>,
+}
+
+/// One archive, as its record describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveFacts {
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub size: u64,
+    pub aggregate: String,
+    /// `Some(true)` verified, `Some(false)` failed, `None` never checked.
+    pub integrity: Option<bool>,
+    /// How it was checked: every file re-hashed, or only the stored bytes.
+    pub checked: String,
+    pub encrypted: bool,
+    pub images: u64,
+    pub parts: usize,
+    pub base: Option<String>,
+}
+
+impl BackupObservation {
+    /// The archive the DR plan counts on: the newest one that passed verification.
+    pub fn verified(&self) -> Option<&ArchiveFacts> {
+        match &self.newest {
+            Some(a) if a.integrity == Some(true) => Some(a),
+            _ => self.newest_verified.as_ref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPolicyStatus {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub source_file: String,
+    pub desired_tree: String,
+    pub destination: String,
+    /// PASS: a verified archive under 7 days old; FAIL otherwise; UNKNOWN when the folder
+    /// cannot be read from where Lifeboat runs.
+    pub result: String,
+    pub reason: String,
+    pub archives: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_archive: Option<ArchiveStatus>,
+    /// The newest archive that passed verification, when the newest did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_verified_archive: Option<ArchiveStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveStatus {
+    pub name: String,
+    pub created_at: String,
+    pub age: String,
+    pub size: String,
+    pub size_bytes: u64,
+    pub checksum: String,
+    pub integrity: String,
+    pub checked: String,
+    pub encrypted: bool,
+    pub images: u64,
+    pub parts: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+}
+
+/// The verdict for one policy: (PASS/FAIL/UNKNOWN, why).
+pub fn verdict(o: &BackupObservation, now: DateTime<Utc>) -> (&'static str, String) {
+    if let Some(why) = &o.unreadable {
+        return ("UNKNOWN", format!("{} cannot be read here: {why}", o.destination));
+    }
+    match o.verified() {
+        None if o.archives == 0 => ("FAIL", format!("no archive in {}", o.destination)),
+        None => ("FAIL", format!("none of the {} archives in {} passed verification", o.archives, o.destination)),
+        Some(a) if now - a.created_at > MAX_AGE => {
+            ("FAIL", format!("the newest verified archive {} is over 7 days old", a.name))
+        }
+        Some(a) => match &o.newest {
+            Some(n) if n.integrity == Some(false) => {
+                ("FAIL", format!("the newest archive {} failed verification (the last good one is {})", n.name, a.name))
+            }
+            _ => ("PASS", format!("{} verified, under 7 days old", a.name)),
+        },
+    }
+}
+
+/// The status document; `time` formats (or masks) times and `age` ages.
+pub fn document(
+    name: &str,
+    source_file: &str,
+    tree: &str,
+    o: &BackupObservation,
+    now: DateTime<Utc>,
+    time: &dyn Fn(DateTime<Utc>) -> String,
+    age: &dyn Fn(chrono::Duration) -> String,
+) -> BackupPolicyStatus {
+    let archive = |a: &ArchiveFacts| ArchiveStatus {
+        name: a.name.clone(),
+        created_at: time(a.created_at),
+        age: age(now - a.created_at),
+        size: bytesize::ByteSize(a.size).to_string(),
+        size_bytes: a.size,
+        checksum: format!("sha256:{}", a.aggregate),
+        integrity: match a.integrity {
+            Some(true) => "PASS",
+            Some(false) => "FAIL",
+            None => "UNKNOWN",
+        }
+        .into(),
+        checked: a.checked.clone(),
+        encrypted: a.encrypted,
+        images: a.images,
+        parts: a.parts,
+        base: a.base.clone(),
+    };
+    let (result, reason) = verdict(o, now);
+    BackupPolicyStatus {
+        api_version: API_VERSION.into(),
+        kind: "BackupPolicyStatus".into(),
+        metadata: Metadata { name: name.into() },
+        source_file: source_file.into(),
+        desired_tree: tree.into(),
+        destination: o.destination.clone(),
+        result: result.into(),
+        reason,
+        archives: o.archives,
+        last_archive: o.newest.as_ref().map(archive),
+        last_verified_archive: o.newest_verified.as_ref().map(archive),
+        last_error: o.last_error.clone(),
+    }
+}
