@@ -87,18 +87,23 @@ impl Sink {
                 existing.display()
             );
         }
-        let files = Files::create(path, max_part_size)?;
-        let out = if recipients.is_empty() {
-            Output::Plain(files)
+        // Before any file exists, so that an unusable set of recipients leaves nothing behind.
+        let encryptor = if recipients.is_empty() {
+            None
         } else {
-            let encryptor =
+            Some(
                 age::Encryptor::with_recipients(recipients.iter().map(|r| r.as_ref() as &dyn age::Recipient))
-                    .map_err(|e| anyhow!("encrypting archive {} to its recipients: {e}", path.display()))?;
-            Output::Encrypted(
+                    .map_err(|e| anyhow!("encrypting archive {} to its recipients: {e}", path.display()))?,
+            )
+        };
+        let files = Files::create(path, max_part_size)?;
+        let out = match encryptor {
+            None => Output::Plain(files),
+            Some(encryptor) => Output::Encrypted(
                 encryptor
                     .wrap_output(files)
                     .with_context(|| format!("writing the age header of archive {}", path.display()))?,
-            )
+            ),
         };
         Ok(Sink { path: path.to_path_buf(), out })
     }
@@ -402,13 +407,7 @@ pub fn is_encrypted(path: &Path) -> anyhow::Result<bool> {
 /// handles that). Damage inside an encrypted stream shows up as a read error.
 pub fn open(path: &Path, identities: &Identities) -> anyhow::Result<Box<dyn BufRead + Send>> {
     let mut joined = Joined::open(files(path)?)?;
-    let head = (|| -> io::Result<Vec<u8>> {
-        let mut b = vec![0u8; 64];
-        let n = joined.read(&mut b)?;
-        b.truncate(n);
-        Ok(b)
-    })()
-    .with_context(|| format!("reading archive {}", path.display()))?;
+    let head = head(&mut joined, ARMOR_MAGIC.len()).with_context(|| format!("reading archive {}", path.display()))?;
     anyhow::ensure!(
         !head.starts_with(ARMOR_MAGIC),
         "{} is an ASCII-armored age file; Lifeboat reads binary age files: decrypt it with `age -d` first",

@@ -19,7 +19,7 @@ fn digest(n: u32) -> Digest {
 
 fn state() -> DesiredState {
     let text = format!(
-        "apiVersion: lifeboat.dev/v1alpha1\nkind: MirrorSet\nmetadata: {{name: base}}\nspec:\n  target: {MIRROR}/m\n  signatures: {{keys: [keys/k.pub]}}\n  images:\n    - source: {UP}/app\n      tags: [\"1.0\", \"1.1\", \"2.0\"]\n---\napiVersion: lifeboat.dev/v1alpha1\nkind: PrePullSet\nmetadata: {{name: critical}}\nspec:\n  mirrorSets: [base]\n"
+        "apiVersion: lifeboat.dev/v1alpha1\nkind: MirrorSet\nmetadata: {{name: base}}\nspec:\n  target: {MIRROR}/m\n  signatures: {{keys: [keys/k.pub]}}\n  images:\n    - source: {UP}/app\n      tags: [\"1.0\", \"1.1\", \"2.0\"]\n---\napiVersion: lifeboat.dev/v1alpha1\nkind: PrePullSet\nmetadata: {{name: critical}}\nspec:\n  mirrorSets: [base]\n---\napiVersion: lifeboat.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: nightly}}\nspec:\n  schedule: \"0 3 * * *\"\n  mirrorSets: [base]\n  destination: /var/backups/lifeboat\n  retention: {{keep: 7}}\n"
     );
     let source = MemorySource {
         files: BTreeMap::from([("mirrors.yaml".to_string(), text), ("keys/k.pub".to_string(), String::new())]),
@@ -92,6 +92,29 @@ fn first_input<'a>(
     }
 }
 
+/// The nightly policy's folder: one archive, written and verified at `time`, with `integrity`.
+fn backups(time: DateTime<Utc>, integrity: Option<bool>) -> BTreeMap<String, BackupObservation> {
+    let archive = ArchiveFacts {
+        name: format!("nightly-{}.tar.zst", time.format("%Y%m%dT%H%M%SZ")),
+        created_at: time,
+        size: 734_003_200,
+        aggregate: "ab".repeat(32),
+        integrity,
+        checked: "every file re-hashed".into(),
+        encrypted: true,
+        images: 12,
+        parts: 1,
+        base: None,
+    };
+    let observation = BackupObservation {
+        destination: "/var/backups/lifeboat".into(),
+        archives: 1,
+        newest: Some(archive),
+        ..Default::default()
+    };
+    BTreeMap::from([("nightly".to_string(), observation)])
+}
+
 /// A rendered document, read back.
 fn doc<T: serde::de::DeserializeOwned>(rendered: &Rendered, path: &str) -> T {
     serde_yaml::from_slice(&rendered.files[path]).unwrap()
@@ -107,7 +130,7 @@ fn a_pass_is_reported_per_image_with_the_dr_checklist() {
     let rendered = render(&input);
     assert_eq!(
         rendered.files.keys().cloned().collect::<Vec<_>>(),
-        ["MirrorSet/base.yaml", "PrePullSet/critical.yaml", "README.md", "lifeboat.yaml"]
+        ["BackupPolicy/nightly.yaml", "MirrorSet/base.yaml", "PrePullSet/critical.yaml", "README.md", "lifeboat.yaml"]
     );
     insta::assert_snapshot!("mirror_set", text(&rendered.files, "MirrorSet/base.yaml"));
     insta::assert_snapshot!("readme", text(&rendered.files, "README.md"));
@@ -229,7 +252,8 @@ fn the_committed_example_status_is_current() {
     let registry = registry();
     let passes = pass(&desired, &registry, at(10), &BTreeMap::new());
     let alerts = shipped_alerts();
-    let input = first_input(&desired, TREE, &passes, &alerts, at(10));
+    let backups = backups(at(3), Some(true));
+    let input = Input { backups: &backups, ..first_input(&desired, TREE, &passes, &alerts, at(10)) };
     let rendered = render(&input);
     let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/status-example");
     if std::env::var_os("LIFEBOAT_UPDATE_EXAMPLES").is_some() {
@@ -275,4 +299,48 @@ fn an_unreadable_mirror_keeps_what_the_report_last_saw() {
     let set: MirrorSetStatus = doc(&after, "MirrorSet/base.yaml");
     let tag = &set.images[0].tags["1.0"];
     assert_eq!((tag.state, tag.last_change.as_deref()), (TagState::InSync, Some("2026-11-02T10:00:00Z")));
+}
+
+#[test]
+fn backups_pass_only_when_verified_and_under_seven_days_and_age_alone_commits_nothing() {
+    let desired = state();
+    let passes = BTreeMap::new();
+    let alerts = alerts();
+    let check = |rendered: &Rendered| {
+        let readme = text(&rendered.files, "README.md");
+        let line = readme.lines().find(|l| l.starts_with("| Air-gapped backups")).unwrap().to_string();
+        let doc: BackupPolicyStatus = doc(rendered, "BackupPolicy/nightly.yaml");
+        (line, doc)
+    };
+    let fresh = backups(at(3), Some(true));
+    let input = Input { backups: &fresh, ..first_input(&desired, TREE, &passes, &alerts, at(10)) };
+    let first = render(&input);
+    let (line, doc) = check(&first);
+    assert!(line.contains("| PASS |") && line.contains("nightly-20261102T030000Z.tar.zst verified"), "{line}");
+    assert_eq!(doc.result, "PASS");
+    let archive = doc.last_archive.unwrap();
+    assert_eq!((archive.age.as_str(), archive.integrity.as_str(), archive.encrypted), ("7h 0m", "PASS", true));
+    assert_eq!(archive.checksum, format!("sha256:{}", "ab".repeat(32)));
+
+    // An hour later only the age differs: nothing new to commit.
+    let later = Input { previous: &first.files, now: at(11), ..input };
+    assert!(render_if_changed(&later, None).is_none());
+
+    // Eight days later the same archive fails the DR plan.
+    let old = Input { now: at(10) + chrono::Duration::days(8), ..input };
+    let (line, doc) = check(&render(&old));
+    assert!(line.contains("| FAIL |") && line.contains("over 7 days old"), "{line}");
+    assert_eq!(doc.result, "FAIL");
+
+    // A newest archive that failed verification fails, and says so.
+    let failed = backups(at(3), Some(false));
+    let (line, _) = check(&render(&Input { backups: &failed, ..input }));
+    assert!(line.contains("| FAIL |") && line.contains("passed verification"), "{line}");
+
+    // A destination that cannot be read here is unknown, not failed.
+    let mut unreadable = backups(at(3), Some(true));
+    unreadable.get_mut("nightly").unwrap().unreadable = Some("permission denied".into());
+    let (line, doc) = check(&render(&Input { backups: &unreadable, ..input }));
+    assert!(line.contains("| UNKNOWN |") && line.contains("permission denied"), "{line}");
+    assert_eq!(doc.result, "UNKNOWN");
 }

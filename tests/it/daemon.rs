@@ -906,3 +906,51 @@ fn the_daemon_reports_an_invalid_push_and_keeps_syncing_the_last_valid_state() {
         remote.file("status/lifeboat.yaml").filter(|s| s.contains("valid: true"))
     });
 }
+
+#[test]
+fn the_daemon_exports_a_backup_on_trigger_and_reports_it_in_status_and_metrics() {
+    const TOKEN: &str = "trigger-token-b4c2e";
+    let (world, _, remote, text) = app_in_git(41);
+    let backups = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "apiVersion: lifeboat.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: nightly}}\nspec:\n  schedule: \"0 3 * * *\"\n  mirrorSets: [set]\n  destination: {}\n  retention: {{keep: 2}}\n",
+        backups.path().display()
+    );
+    remote.push(&[("desired/mirrors.yaml", &text), ("desired/backup.yaml", &policy)], "nightly backup");
+    let token_file = world.dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let url = remote.url();
+    let daemon = Daemon::start(&[
+        "--repo",
+        &url,
+        "--path",
+        "desired",
+        "--timeout",
+        "3s",
+        "--trigger-token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    // The schedule says 03:00; before the first sync nothing is exported.
+    wait_for("the first sync", Duration::from_secs(30), || {
+        remote.file("status/lifeboat.yaml").filter(|s| s.contains("result: succeeded"))
+    });
+    assert!(std::fs::read_dir(backups.path()).unwrap().next().is_none(), "no export before the schedule or a trigger");
+    let status = remote.file("status/BackupPolicy/nightly.yaml").unwrap();
+    assert!(status.contains("result: FAIL") && status.contains("no archive in"), "{status}");
+
+    let (code, _) = daemon.request("POST", "/trigger", &[("Authorization", &format!("Bearer {TOKEN}"))], "");
+    assert_eq!(code, 202);
+    let status = wait_for("the backup in status", Duration::from_secs(60), || {
+        remote.file("status/BackupPolicy/nightly.yaml").filter(|s| s.contains("result: PASS"))
+    });
+    assert!(status.contains("integrity: PASS") && status.contains("encrypted: false"), "{status}");
+    assert!(status.contains("checksum: sha256:"), "{status}");
+    let metrics = daemon.metrics();
+    assert!(metrics.contains("lifeboat_backup_integrity_ok{policy=\"nightly\"} 1"), "{metrics}");
+    assert!(metrics.contains("lifeboat_backup_runs_total{policy=\"nightly\",result=\"success\"} 1"), "{metrics}");
+    assert!(metrics.contains("lifeboat_backup_encrypted{policy=\"nightly\"} 0"), "{metrics}");
+    let readme = remote.file("status/README.md").unwrap();
+    assert!(readme.contains("| Air-gapped backups present, under 7 days old, verified | PASS |"), "{readme}");
+    let archives: Vec<_> = std::fs::read_dir(backups.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(archives.len(), 2, "the archive and its record: {archives:?}");
+}

@@ -339,3 +339,32 @@ fn retention_keeps_the_newest_and_backup_list_shows_each_archive() {
     let listed: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed:#}");
 }
+
+#[test]
+fn signed_metadata_verifies_with_the_public_key_and_not_with_another() {
+    let fixture = Fixture::new("");
+    let signer = Key::generate();
+    let stranger = Key::generate();
+    let keys = tempfile::tempdir().unwrap();
+    let private = keys.path().join("cosign.key");
+    std::fs::write(&private, signer.encrypted_private_pem("backup-password-5e1")).unwrap();
+    let (public, other) = (keys.path().join("cosign.pub"), keys.path().join("other.pub"));
+    std::fs::write(&public, &signer.public_pem).unwrap();
+    std::fs::write(&other, &stranger.public_pem).unwrap();
+    let dir = fixture.world.dir.path().to_str().unwrap();
+    let args =
+        ["backup", "export", dir, "--policy", "nightly", "-o", "json", "--signing-key", private.to_str().unwrap()];
+    let wrong = crate::support::lifeboat_env(&args, &[("LIFEBOAT_SIGNING_KEY_PASSWORD", "wrong")]);
+    assert_eq!(wrong.code, 2, "{}{}", wrong.stdout, wrong.stderr);
+    assert!(wrong.stderr.contains("cosign.key") && !wrong.stderr.contains("backup-password"), "{}", wrong.stderr);
+    let run = crate::support::lifeboat_env(&args, &[("LIFEBOAT_SIGNING_KEY_PASSWORD", "backup-password-5e1")]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let value: Value = serde_json::from_str(&run.stdout).unwrap();
+    let archive = value["archive"].as_str().unwrap();
+    let good = lifeboat(&["backup", "verify", archive, "--key", public.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(good.code, 0, "{}{}", good.stdout, good.stderr);
+    assert!(good.stdout.contains("\"metadataSigned\": true"), "{}", good.stdout);
+    let bad = lifeboat(&["backup", "verify", archive, "--key", other.to_str().unwrap()]);
+    assert_eq!(bad.code, 1, "{}{}", bad.stdout, bad.stderr);
+    assert!(bad.stdout.contains("is not signed by"), "{}", bad.stdout);
+}

@@ -37,6 +37,16 @@ impl Key {
         self.signer.to_sigstore_keypair().unwrap().private_key_to_der().unwrap().to_vec()
     }
 
+    /// The private key as `cosign generate-key-pair` writes it, encrypted with `password`.
+    pub fn encrypted_private_pem(&self, password: &str) -> String {
+        self.signer
+            .to_sigstore_keypair()
+            .unwrap()
+            .private_key_to_encrypted_pem(password.as_bytes())
+            .unwrap()
+            .to_string()
+    }
+
     pub fn public_der(&self) -> Vec<u8> {
         self.signer.to_sigstore_keypair().unwrap().public_key_to_der().unwrap()
     }
