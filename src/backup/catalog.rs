@@ -242,6 +242,12 @@ pub fn archive_name(policy: &str, created_at: DateTime<Utc>, compression: Compre
     format!("{policy}-{}.tar{extension}{age}", created_at.format("%Y%m%dT%H%M%SZ"))
 }
 
+/// The archive a file of Lifeboat's belongs to: the archive itself, one of its parts or its
+/// record; `None` for any other name.
+pub fn archive_of(file_name: &str) -> Option<&str> {
+    parse_name(file_name).filter(|n| !n.partial).map(|n| n.archive)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FileKind {
     /// The archive as one file.

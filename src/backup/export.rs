@@ -331,17 +331,15 @@ pub async fn write<W: Write + Send + 'static>(
     };
     // Metadata and manifests come first, so a restore knows what every blob is for before
     // the blob arrives, and streams the archive once.
+    let metadata_bytes = serde_json::to_vec_pretty(&metadata).context("serializing the metadata")?;
+    let signature = header.sign.as_ref().map(|sign| sign(&metadata_bytes)).transpose()?;
     let mut files = vec![
         Entry::Small("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
-        Entry::Small(METADATA.into(), serde_json::to_vec_pretty(&metadata).context("serializing the metadata")?),
+        Entry::Small(METADATA.into(), metadata_bytes),
         Entry::Small("index.json".into(), index_json(&contents)),
     ];
-    if let Some(sign) = &header.sign {
-        let bytes = match &files[1] {
-            Entry::Small(_, bytes) => bytes.clone(),
-            Entry::Streamed(..) => unreachable!("the metadata is the second file"),
-        };
-        files.push(Entry::Small(METADATA_SIGNATURE.into(), sign(&bytes)?.into_bytes()));
+    if let Some(signature) = signature {
+        files.push(Entry::Small(METADATA_SIGNATURE.into(), signature.into_bytes()));
     }
     for (digest, manifest) in &contents.manifests {
         files.push(Entry::Small(blob_path(digest)?, manifest.bytes.to_vec()));

@@ -181,9 +181,11 @@ impl Needs {
     }
 }
 
-/// A file of the archive, offered to the async side.
-enum Offer {
-    File { digest: Digest, size: u64, reply: tokio::sync::oneshot::Sender<Take> },
+/// A blob file of the archive, offered to the async side, which replies what it wants of it.
+struct Offer {
+    digest: Digest,
+    size: u64,
+    reply: tokio::sync::oneshot::Sender<Take>,
 }
 
 /// What the async side wants of an offered file.
@@ -203,7 +205,7 @@ fn offer_files(open: Opener, offers: tokio::sync::mpsc::Sender<Offer>) -> anyhow
         let Ok(digest) = Digest::from_str(&format!("sha256:{hex}")) else { continue };
         let size = entry.header().size().context("reading a tar header")?;
         let (reply, answer) = tokio::sync::oneshot::channel();
-        if offers.blocking_send(Offer::File { digest, size, reply }).is_err() {
+        if offers.blocking_send(Offer { digest, size, reply }).is_err() {
             return Ok(()); // the restore stopped; its error is the one to report
         }
         match answer.blocking_recv() {
@@ -247,13 +249,14 @@ pub async fn restore(
         summary.archives.push(archive.name.clone());
         // Each pass places every blob in one more repository at most; a registry that refuses
         // cross-repository mounts needs one pass per repository sharing a blob.
+        let mut before = usize::MAX;
         loop {
-            let before = needs.missing().len();
             pass(client, archive, i == 0, &mut needs, &mut summary, progress).await?;
-            let after = needs.missing().len();
-            if after == 0 || after == before || !needs.missing().iter().any(|(d, _)| stored(archive, d)) {
+            let missing = needs.missing();
+            if missing.len() >= before || !missing.iter().any(|(d, _)| stored(archive, d)) {
                 break;
             }
+            before = missing.len();
         }
     }
     if let Some((digest, repository)) = needs.missing().first() {
@@ -314,7 +317,7 @@ async fn pass(
     let reader = tokio::task::spawn_blocking(move || offer_files(open, tx));
     let result = async {
         let mut resolved = !read_manifests;
-        while let Some(Offer::File { digest, size, reply }) = offers.recv().await {
+        while let Some(Offer { digest, size, reply }) = offers.recv().await {
             if needs.manifest_types.contains_key(&digest) {
                 if read_manifests && !needs.manifests.contains_key(&digest) {
                     let (to, bytes) = tokio::sync::oneshot::channel();

@@ -17,16 +17,15 @@ use crate::registry::cosign::{BlobSigner, TrustPolicy, TrustedKey};
 use crate::registry::{Options, RegistryClient, Verdict};
 use crate::repo::Repo;
 
-/// A byte-count progress bar on stderr, drawn only when stderr is a terminal.
-fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {eta}",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
+/// A byte-count progress bar on stderr, drawn only when stderr is a terminal; without a total
+/// (export learns its size as it goes), a running count.
+fn progress_bar(total: Option<u64>, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(total, indicatif::ProgressDrawTarget::stderr());
+    let template = match total {
+        Some(_) => "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {eta}",
+        None => "{msg} {binary_bytes} {binary_bytes_per_sec}",
+    };
+    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> "));
     bar.set_message(what.to_string());
     bar
 }
@@ -72,7 +71,7 @@ pub fn export(args: &BackupExportArgs, output: Output) -> anyhow::Result<u8> {
         identities: Arc::new(identities(&args.identities)?),
         desired_revision: revision(&snapshot),
     };
-    let bar = progress_bar(0, "exporting");
+    let bar = progress_bar(None, "exporting");
     let counter = bar.clone();
     let exported = rt.block_on(job::export(&state, &registry, job, move |n| counter.inc(n)))?;
     bar.finish_and_clear();
@@ -131,9 +130,9 @@ fn revision(snapshot: &crate::repo::Snapshot) -> Option<String> {
 
 /// The archive name of `--base`, which must be in the destination folder.
 fn base_name(path: &Path, destination: &Path) -> anyhow::Result<String> {
-    let name = path.file_name().and_then(|n| n.to_str()).context("--base names no file")?;
-    let name = name.strip_suffix(catalog::RECORD_SUFFIX).unwrap_or(name);
-    let name = name.split(".part-").next().unwrap_or(name).to_string();
+    let file = path.file_name().and_then(|n| n.to_str()).context("--base names no file")?;
+    let name = catalog::archive_of(file)
+        .with_context(|| format!("--base {}: not the name of an archive Lifeboat wrote", path.display()))?;
     let in_destination = destination.join(format!("{name}{}", catalog::RECORD_SUFFIX));
     anyhow::ensure!(
         in_destination.exists(),
@@ -142,7 +141,7 @@ fn base_name(path: &Path, destination: &Path) -> anyhow::Result<String> {
         in_destination.display(),
         destination.display()
     );
-    Ok(name)
+    Ok(name.to_string())
 }
 
 /// Opens an archive for each pass over it.
@@ -229,8 +228,7 @@ pub fn verify(args: &BackupVerifyArgs, output: Output) -> anyhow::Result<u8> {
 
 /// The record beside an archive (given by its path or its first part), if any.
 fn record_of(path: &Path) -> Option<catalog::Record> {
-    let name = path.file_name()?.to_str()?;
-    let name = name.split(".part-").next()?;
+    let name = catalog::archive_of(path.file_name()?.to_str()?)?;
     catalog::Record::read(&path.with_file_name(format!("{name}{}", catalog::RECORD_SUFFIX))).ok()
 }
 
@@ -278,7 +276,7 @@ pub fn restore(args: &RestoreArgs, output: Output) -> anyhow::Result<u8> {
     let options = Options { timeout: args.timeout, retries: args.retries, ..Options::default() };
     let client = RegistryClient::new(&state, None, options)?;
     let total = chain.iter().map(|c| c.metadata.blobs.stored_bytes).sum();
-    let bar = progress_bar(total, "restoring");
+    let bar = progress_bar(Some(total), "restoring");
     let summary = rt.block_on(restore::restore(&client, &chain, &to, &|n| bar.inc(n)))?;
     bar.finish_and_clear();
 

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::model::{API_VERSION, Metadata};
+use super::readme::Result;
 
 /// How old the newest verified archive may be before the DR plan fails.
 pub const MAX_AGE: chrono::Duration = chrono::Duration::days(7);
@@ -93,22 +94,23 @@ pub struct ArchiveStatus {
     pub base: Option<String>,
 }
 
-/// The verdict for one policy: (PASS/FAIL/UNKNOWN, why).
-pub fn verdict(o: &BackupObservation, now: DateTime<Utc>) -> (&'static str, String) {
+/// The verdict for one policy, and why.
+pub(super) fn verdict(o: &BackupObservation, now: DateTime<Utc>) -> (Result, String) {
     if let Some(why) = &o.unreadable {
-        return ("UNKNOWN", format!("{} cannot be read here: {why}", o.destination));
+        return (Result::Unknown, format!("{} cannot be read here: {why}", o.destination));
     }
     match o.verified() {
-        None if o.archives == 0 => ("FAIL", format!("no archive in {}", o.destination)),
-        None => ("FAIL", format!("none of the {} archives in {} passed verification", o.archives, o.destination)),
+        None if o.archives == 0 => (Result::Fail, format!("no archive in {}", o.destination)),
+        None => (Result::Fail, format!("none of the {} archives in {} passed verification", o.archives, o.destination)),
         Some(a) if now - a.created_at > MAX_AGE => {
-            ("FAIL", format!("the newest verified archive {} is over 7 days old", a.name))
+            (Result::Fail, format!("the newest verified archive {} is over 7 days old", a.name))
         }
         Some(a) => match &o.newest {
-            Some(n) if n.integrity == Some(false) => {
-                ("FAIL", format!("the newest archive {} failed verification (the last good one is {})", n.name, a.name))
-            }
-            _ => ("PASS", format!("{} verified, under 7 days old", a.name)),
+            Some(n) if n.integrity == Some(false) => (
+                Result::Fail,
+                format!("the newest archive {} failed verification (the last good one is {})", n.name, a.name),
+            ),
+            _ => (Result::Pass, format!("{} verified, under 7 days old", a.name)),
         },
     }
 }
@@ -131,10 +133,11 @@ pub fn document(
         size_bytes: a.size,
         checksum: format!("sha256:{}", a.aggregate),
         integrity: match a.integrity {
-            Some(true) => "PASS",
-            Some(false) => "FAIL",
-            None => "UNKNOWN",
+            Some(true) => Result::Pass,
+            Some(false) => Result::Fail,
+            None => Result::Unknown,
         }
+        .label()
         .into(),
         checked: a.checked.clone(),
         encrypted: a.encrypted,
@@ -150,7 +153,7 @@ pub fn document(
         source_file: source_file.into(),
         desired_tree: tree.into(),
         destination: o.destination.clone(),
-        result: result.into(),
+        result: result.label().into(),
         reason,
         archives: o.archives,
         last_archive: o.newest.as_ref().map(archive),

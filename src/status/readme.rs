@@ -7,15 +7,16 @@ use std::fmt::Write as _;
 use super::model::{Index, MirrorSetStatus, SetResult, TagState};
 use super::{FRESH, Renderer};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Result {
+/// A check's outcome; ordered from best to worst, so the worst of several is their maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Result {
     Pass,
-    Fail,
     Unknown,
+    Fail,
 }
 
 impl Result {
-    fn label(self) -> &'static str {
+    pub(super) fn label(self) -> &'static str {
         match self {
             Result::Pass => "PASS",
             Result::Fail => "FAIL",
@@ -268,20 +269,11 @@ fn backup_check(input: &super::Input<'_>) -> Check {
     let mut worst = Result::Pass;
     let mut evidence = Vec::new();
     for (name, policy) in policies {
-        let (verdict, why) = match input.backups.get(name) {
+        let (result, why) = match input.backups.get(name) {
             Some(o) => super::backup::verdict(o, input.now),
-            None => ("UNKNOWN", format!("{} was not looked at", policy.destination)),
+            None => (Result::Unknown, format!("{} was not looked at", policy.destination)),
         };
-        let result = match verdict {
-            "PASS" => Result::Pass,
-            "FAIL" => Result::Fail,
-            _ => Result::Unknown,
-        };
-        worst = match (worst, result) {
-            (Result::Fail, _) | (_, Result::Fail) => Result::Fail,
-            (Result::Unknown, _) | (_, Result::Unknown) => Result::Unknown,
-            _ => Result::Pass,
-        };
+        worst = worst.max(result);
         evidence.push(format!("{name}: {why}"));
     }
     Check { name: NAME, result: worst, evidence: evidence.join("; ") }

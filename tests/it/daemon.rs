@@ -605,17 +605,6 @@ fn push_signed(remote: &Remote, files: &[(&str, &str)], key: &Path) -> String {
     String::from_utf8(head.stdout).unwrap().trim().to_string()
 }
 
-fn ssh_key(dir: &Path, name: &str) -> std::path::PathBuf {
-    let key = dir.join(name);
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    key
-}
-
 #[test]
 fn only_a_desired_state_signed_by_a_trusted_key_is_applied() {
     let world = World::new();
@@ -625,8 +614,8 @@ fn only_a_desired_state_signed_by_a_trusted_key_is_applied() {
         up.image("vendor/app", Some("2.0"), &[layer(96, 1024)], "linux/amd64").await;
     });
     let keys = tempfile::tempdir().unwrap();
-    let trusted = ssh_key(keys.path(), "alice");
-    let stranger = ssh_key(keys.path(), "mallory");
+    let trusted = crate::support::ssh_key(keys.path(), "alice");
+    let stranger = crate::support::ssh_key(keys.path(), "mallory");
     let allowed = keys.path().join("allowed_signers");
     let public = std::fs::read_to_string(trusted.with_extension("pub")).unwrap();
     std::fs::write(&allowed, format!("alice@example.invalid {public}")).unwrap();

@@ -119,14 +119,9 @@ fn flip(path: &Path, needle: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
 
-fn ssh_key(dir: &Path, name: &str) -> (PathBuf, String) {
-    let path = dir.join(name);
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+/// A new ed25519 key: its private key file and its public key line (an age recipient).
+fn ssh_recipient(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = crate::support::ssh_key(dir, name);
     let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
     (path, public.trim().to_string())
 }
@@ -141,7 +136,7 @@ fn export_then_restore_into_an_empty_registry_keeps_every_digest_and_signature()
     assert_eq!(record["integrity"]["result"], "pass", "{record:#}");
     assert_eq!(record["images"], 3);
 
-    // The metadata a person can read: images, digests, sources, signers.
+    // The archive verifies as written.
     let verified = lifeboat(&["backup", "verify", archive.to_str().unwrap()]);
     assert_eq!(verified.code, 0, "{}{}", verified.stdout, verified.stderr);
 
@@ -200,8 +195,8 @@ fn a_flipped_byte_fails_verification_and_restore_refuses_the_archive() {
 #[test]
 fn encrypted_archives_round_trip_and_a_wrong_identity_fails_clearly() {
     let keys = tempfile::tempdir().unwrap();
-    let (identity, recipient) = ssh_key(keys.path(), "restore");
-    let (stranger, _) = ssh_key(keys.path(), "stranger");
+    let (identity, recipient) = ssh_recipient(keys.path(), "restore");
+    let (stranger, _) = ssh_recipient(keys.path(), "stranger");
     let fixture = Fixture::new(&format!("  encryption:\n    ageRecipients: [\"{recipient}\"]\n"));
     let archive = fixture.exported(&[]);
     assert!(archive.to_str().unwrap().ends_with(".tar.zst.age"));

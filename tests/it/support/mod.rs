@@ -137,3 +137,16 @@ pub fn wait_for<T>(what: &str, limit: std::time::Duration, mut check: impl FnMut
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A new ed25519 key pair without a passphrase, from `ssh-keygen`: `dir/name` and
+/// `dir/name.pub`. Returns the private key's path.
+pub fn ssh_key(dir: &Path, name: &str) -> PathBuf {
+    let key = dir.join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    key
+}
