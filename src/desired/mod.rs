@@ -314,7 +314,34 @@ pub struct PrePullSet {
     pub pull_secrets: BTreeSet<String>,
     pub priority_class_name: Option<String>,
     pub method: PrePullMethod,
+    /// The runtime socket the `cri` node agent uses.
+    pub cri_socket: String,
+    /// How many images the `cri` node agent pulls at once.
+    pub parallel_pulls: u32,
+    pub kubelet_gc: KubeletGcTarget,
 }
+
+/// What the DR plan asks of each node's kubelet image garbage collector.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeletGcTarget {
+    pub high_threshold_percent: u8,
+    pub low_threshold_percent: u8,
+    pub minimum_age: Period,
+}
+
+impl Default for KubeletGcTarget {
+    fn default() -> Self {
+        KubeletGcTarget {
+            high_threshold_percent: 85,
+            low_threshold_percent: 75,
+            minimum_age: "48h".parse().expect("a valid period"),
+        }
+    }
+}
+
+/// Where containerd serves CRI on a node, unless a PrePullSet says otherwise.
+pub const DEFAULT_CRI_SOCKET: &str = "/run/containerd/containerd.sock";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -330,6 +330,34 @@ pub struct PrePullSetSpec {
     /// `kubelet` (default): a DaemonSet whose init containers pull each image, no privileges
     /// needed. `cri`: a node agent pulls through the container runtime socket.
     pub method: Option<PrePullMethod>,
+    /// The node agent of `method: cri`: which runtime socket it talks to and how many images it
+    /// pulls at once.
+    pub cri: Option<CriSettings>,
+    /// The kubelet image garbage-collection settings the DR plan asks every selected node for;
+    /// each node's own settings are reported against these.
+    #[serde(rename = "kubeletGC")]
+    pub kubelet_gc: Option<KubeletGcTarget>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CriSettings {
+    /// The container runtime's CRI socket on the node (default
+    /// `/run/containerd/containerd.sock`; CRI-O: `/var/run/crio/crio.sock`).
+    pub socket: Option<String>,
+    /// How many images the agent pulls at once on one node (default 4, at most 32).
+    pub parallel_pulls: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubeletGcTarget {
+    /// `imageGCHighThresholdPercent` the nodes must have (default 85).
+    pub high_threshold_percent: Option<u8>,
+    /// `imageGCLowThresholdPercent` the nodes must have (default 75).
+    pub low_threshold_percent: Option<u8>,
+    /// The least `imageMinimumGCAge` the nodes may have (default `48h`).
+    pub minimum_age: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]

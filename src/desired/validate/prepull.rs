@@ -1,8 +1,10 @@
 //! PrePullSet documents: which images, on which nodes, with which tolerations and secrets.
 
 use super::{Checker, Document, check_subdomain};
-use crate::desired::PrePullSet;
+use std::str::FromStr as _;
+
 use crate::desired::raw;
+use crate::desired::{DEFAULT_CRI_SOCKET, KubeletGcTarget, Period, PrePullSet};
 
 impl Checker<'_> {
     pub(super) fn pre_pull_set(&mut self, doc: &Document<'_>, spec: &raw::PrePullSetSpec) -> Option<PrePullSet> {
@@ -45,6 +47,29 @@ impl Checker<'_> {
         if let Some(pc) = &spec.priority_class_name {
             self.field(doc, "spec.priorityClassName", check_subdomain(pc, "PriorityClass"));
         }
+        let method = spec.method.unwrap_or(raw::PrePullMethod::Kubelet);
+        let cri = spec.cri.clone().unwrap_or(raw::CriSettings { socket: None, parallel_pulls: None });
+        if spec.cri.is_some() && method != raw::PrePullMethod::Cri {
+            self.diags.push(
+                doc.diagnostic("spec.cri", "cri settings only apply to `method: cri`; this set uses the kubelet")
+                    .hint("set `method: cri`, or drop `cri`"),
+            );
+        }
+        let cri_socket = cri.socket.unwrap_or_else(|| DEFAULT_CRI_SOCKET.to_string());
+        if !cri_socket.starts_with('/') || cri_socket.contains("/../") || cri_socket.ends_with('/') {
+            self.diags.push(
+                doc.diagnostic("spec.cri.socket", format!("`{cri_socket}` is not an absolute path to a socket"))
+                    .hint("give the socket's path on the node, like /run/containerd/containerd.sock"),
+            );
+        }
+        let parallel_pulls = cri.parallel_pulls.unwrap_or(4);
+        if !(1..=32).contains(&parallel_pulls) {
+            self.diags.push(
+                doc.diagnostic("spec.cri.parallelPulls", format!("{parallel_pulls} is not between 1 and 32"))
+                    .hint("a node pulls a handful of images at once at most; 4 is the default"),
+            );
+        }
+        let kubelet_gc = self.kubelet_gc(doc, spec.kubelet_gc.as_ref());
         (self.errors() == before).then(|| PrePullSet {
             origin: doc.origin(),
             node_selector: spec.node_selector.clone(),
@@ -53,8 +78,48 @@ impl Checker<'_> {
             images,
             pull_secrets: spec.pull_secrets.iter().cloned().collect(),
             priority_class_name: spec.priority_class_name.clone(),
-            method: spec.method.unwrap_or(raw::PrePullMethod::Kubelet),
+            method,
+            cri_socket,
+            parallel_pulls,
+            kubelet_gc,
         })
+    }
+
+    fn kubelet_gc(&mut self, doc: &Document<'_>, raw: Option<&raw::KubeletGcTarget>) -> KubeletGcTarget {
+        let mut target = KubeletGcTarget::default();
+        let Some(raw) = raw else { return target };
+        for (field, value, slot) in [
+            ("highThresholdPercent", raw.high_threshold_percent, &mut target.high_threshold_percent),
+            ("lowThresholdPercent", raw.low_threshold_percent, &mut target.low_threshold_percent),
+        ] {
+            if let Some(v) = value {
+                if v > 100 {
+                    self.diags.push(
+                        doc.diagnostic(&format!("spec.kubeletGC.{field}"), format!("{v} is not a percentage"))
+                            .hint("give a number from 0 to 100"),
+                    );
+                }
+                *slot = v;
+            }
+        }
+        if target.low_threshold_percent > target.high_threshold_percent {
+            self.diags.push(
+                doc.diagnostic(
+                    "spec.kubeletGC.lowThresholdPercent",
+                    format!(
+                        "the low threshold {} is above the high threshold {}; kubelet refuses such a configuration",
+                        target.low_threshold_percent, target.high_threshold_percent
+                    ),
+                )
+                .hint("the low threshold is where garbage collection stops: make it at most the high one"),
+            );
+        }
+        if let Some(age) = &raw.minimum_age
+            && let Some(p) = self.field(doc, "spec.kubeletGC.minimumAge", Period::from_str(age))
+        {
+            target.minimum_age = p;
+        }
+        target
     }
 }
 

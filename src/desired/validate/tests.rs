@@ -228,6 +228,16 @@ fn private_keys_are_never_accepted_anywhere() {
 }
 
 #[test]
+fn pre_pull_defaults_follow_the_dr_plan() {
+    let text = "apiVersion: lifeboat.dev/v1alpha1\nkind: PrePullSet\nmetadata: {name: p}\nspec:\n  mirrorSets: [base]\n  method: cri\n  cri: {parallelPulls: 8}\n  kubeletGC: {minimumAge: 72h}\n";
+    let state = load_files(&[("m.yaml", MIRROR), ("p.yaml", text)]).unwrap();
+    let set = &state.pre_pull_sets["p"];
+    assert_eq!((set.cri_socket.as_str(), set.parallel_pulls), ("/run/containerd/containerd.sock", 8));
+    assert_eq!((set.kubelet_gc.high_threshold_percent, set.kubelet_gc.low_threshold_percent), (85, 75));
+    assert_eq!(set.kubelet_gc.minimum_age.duration(), std::time::Duration::from_secs(72 * 3600));
+}
+
+#[test]
 fn pre_pull_and_backup_problems() {
     let prepull = "apiVersion: lifeboat.dev/v1alpha1\nkind: PrePullSet\nmetadata: {name: p}\nspec:\n";
     let backup = "apiVersion: lifeboat.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {name: b}\nspec:\n  schedule: \"0 3 * * *\"\n  destination: /backups\n  mirrorSets: [base]\n";
@@ -245,6 +255,21 @@ fn pre_pull_and_backup_problems() {
             "only applies to effect NoExecute",
         ),
         (format!("{prepull}  mirrorSets: [base]\n  method: daemon\n"), "unknown variant"),
+        (format!("{prepull}  mirrorSets: [base]\n  cri: {{parallelPulls: 2}}\n"), "only apply to `method: cri`"),
+        (
+            format!("{prepull}  mirrorSets: [base]\n  method: cri\n  cri: {{socket: run/crio.sock}}\n"),
+            "not an absolute path",
+        ),
+        (
+            format!("{prepull}  mirrorSets: [base]\n  method: cri\n  cri: {{parallelPulls: 0}}\n"),
+            "not between 1 and 32",
+        ),
+        (format!("{prepull}  mirrorSets: [base]\n  kubeletGC: {{highThresholdPercent: 101}}\n"), "not a percentage"),
+        (
+            format!("{prepull}  mirrorSets: [base]\n  kubeletGC: {{lowThresholdPercent: 90}}\n"),
+            "above the high threshold",
+        ),
+        (format!("{prepull}  mirrorSets: [base]\n  kubeletGC: {{minimumAge: two days}}\n"), "not a duration"),
         (backup.replace("/backups", "backups"), "absolute path"),
         (backup.replace("0 3 * * *", "daily"), "1 field"),
         (format!("{backup}  retention: {{maxAge: forever}}\n"), "not a duration"),
