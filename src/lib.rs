@@ -18,6 +18,7 @@ pub mod git;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
+pub mod prepull;
 pub mod reconcile;
 pub mod registry;
 pub mod repo;
