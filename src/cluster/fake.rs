@@ -8,12 +8,18 @@
 //! as etcd's revision does.
 //!
 //! Served: GET one, LIST with an equality-based `labelSelector`, POST (409 AlreadyExists), PUT
-//! (409 Conflict when `metadata.resourceVersion` is stale), DELETE (with preconditions). What
-//! it does not serve, it refuses loudly instead of half-serving: PATCH answers 405, watches,
-//! subresources, `dryRun`, `fieldSelector` and set-based selectors answer 400. To serve more,
-//! add an arm to `FakeApiServer::handle`: the `Route` already names the resource and the
-//! object, and the request's query, content type and body are at hand (server-side apply is a
-//! PATCH with content type `application/apply-patch+yaml` and a `fieldManager` query).
+//! (409 Conflict when `metadata.resourceVersion` is stale), DELETE (with preconditions), and
+//! server-side apply: a PATCH with content type `application/apply-patch+yaml` and a
+//! `fieldManager`. Apply creates the object or merges into it what the manager applies, removes
+//! what that manager applied last time and no longer does, leaves other managers' fields alone,
+//! answers 409 when it would change a field someone else set (unless `force=true`), and leaves
+//! `resourceVersion` as it was when nothing changes. Lists are replaced whole, as for atomic
+//! lists (the real server merges some lists by key; Lifeboat applies whole objects it owns, so
+//! the difference does not show). `GET /api/v1/nodes/NAME/proxy/configz` answers what
+//! [`FakeApiServer::set_kubelet_config`] stored, as a kubelet would. What it does not serve, it
+//! refuses loudly instead of half-serving: other PATCHes answer 405; watches, other
+//! subresources, `dryRun`, `fieldSelector` and set-based selectors answer 400. Resources named
+//! with [`FakeApiServer::forbid`] answer 403, as without RBAC permission.
 //!
 //! Tests read and write objects directly with [`FakeApiServer::object`] and
 //! [`FakeApiServer::insert`], take the server down with [`FakeApiServer::set_outage`], and
@@ -78,6 +84,12 @@ struct State {
     /// How many more writes wait at `barrier`.
     held_writes: usize,
     barrier: Option<Arc<Barrier>>,
+    /// What each field manager last applied to each object (server-side apply).
+    applied: BTreeMap<(ObjectKey, String), Value>,
+    /// The kubelet configuration each node's `configz` answers.
+    kubelet_configs: BTreeMap<String, Value>,
+    /// Resources (`nodes/proxy`, `pods`...) answered 403.
+    forbidden: Vec<String>,
 }
 
 /// An API server in memory. Clones share the same objects.
@@ -154,6 +166,17 @@ impl FakeApiServer {
         state.barrier = Some(Arc::new(Barrier::new(count)));
     }
 
+    /// What `GET /api/v1/nodes/NODE/proxy/configz` answers: `{"kubeletconfig": config}`.
+    pub fn set_kubelet_config(&self, node: &str, config: Value) {
+        self.lock().kubelet_configs.insert(node.to_string(), config);
+    }
+
+    /// Answers every request for `resource` (a plural such as `pods`, or `nodes/proxy`) 403
+    /// Forbidden, as for a service account without that permission.
+    pub fn forbid(&self, resource: &str) {
+        self.lock().forbidden.push(resource.to_string());
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().expect("fake API server lock")
     }
@@ -209,7 +232,7 @@ impl FakeApiServer {
         method: &Method,
         route: &Route,
         query: &BTreeMap<String, String>,
-        _content_type: &str,
+        content_type: &str,
         body: &[u8],
     ) -> Result<(StatusCode, Value), Failure> {
         for unsupported in ["watch", "dryRun", "fieldSelector"] {
@@ -217,7 +240,40 @@ impl FakeApiServer {
                 return Err(Failure::bad_request(format!("{unsupported} is not supported by the fake API server")));
             }
         }
+        let resource = match &route.subresource {
+            Some(sub) => format!("{}/{sub}", route.plural),
+            None => route.plural.clone(),
+        };
+        if self.lock().forbidden.contains(&resource) {
+            return Err(Failure::new(
+                403,
+                "Forbidden",
+                format!("{resource} is forbidden: the fake API server was told to refuse it"),
+            ));
+        }
+        if let Some(sub) = &route.subresource {
+            return match (method, route.plural.as_str(), sub.as_str(), &route.name, route.rest.as_deref()) {
+                (&Method::GET, "nodes", "proxy", Some(node), Some("configz")) => {
+                    let config = self.lock().kubelet_configs.get(node).cloned();
+                    config.map(|c| (StatusCode::OK, json!({ "kubeletconfig": c }))).ok_or_else(|| {
+                        Failure::new(404, "NotFound", format!("the kubelet of node {node} has no configz"))
+                    })
+                }
+                _ => Err(Failure::bad_request(format!("subresource {sub} is not supported by the fake API server"))),
+            };
+        }
         match (method, &route.name) {
+            (&Method::PATCH, Some(name)) if content_type.starts_with("application/apply-patch") => {
+                let Some(manager) = query.get("fieldManager").filter(|m| !m.is_empty()) else {
+                    return Err(Failure::new(
+                        422,
+                        "Invalid",
+                        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                    ));
+                };
+                let force = query.get("force").is_some_and(|f| f == "true");
+                self.apply(route, name, parse_object(body)?, manager, force)
+            }
             (&Method::GET, Some(name)) => self.get(route, name),
             (&Method::GET, None) => self.list(route, query.get("labelSelector").map(String::as_str)),
             (&Method::POST, None) => self.create(route, parse_object(body)?),
@@ -339,8 +395,172 @@ impl FakeApiServer {
             }
         }
         let object = state.objects.remove(&key).expect("the object was just read");
+        state.applied.retain(|(k, _), _| *k != key);
         state.next_revision();
         Ok((StatusCode::OK, object))
+    }
+
+    /// Server-side apply of `applied` by `manager`; see the module's documentation.
+    fn apply(
+        &self,
+        route: &Route,
+        name: &str,
+        applied: Value,
+        manager: &str,
+        force: bool,
+    ) -> Result<(StatusCode, Value), Failure> {
+        route.check_namespace(&applied)?;
+        for field in ["apiVersion", "kind"] {
+            if applied[field].as_str().is_none_or(str::is_empty) {
+                return Err(Failure::bad_request(format!("{field} must be set in an apply patch")));
+            }
+        }
+        if let Some(given) = applied["metadata"]["name"].as_str().filter(|given| *given != name) {
+            return Err(Failure::bad_request(format!(
+                "the name of the object ({given}) does not match the name on the URL ({name})"
+            )));
+        }
+        let mut state = self.lock();
+        let key = route.key(name);
+        let previous = state.applied.get(&(key.clone(), manager.to_string())).cloned().unwrap_or(Value::Null);
+        let (status, mut object) = match state.objects.get(&key) {
+            None => (StatusCode::CREATED, applied.clone()),
+            Some(stored) => {
+                if !force {
+                    let mut conflicts = Vec::new();
+                    conflicting_fields(stored, &applied, &previous, "", &mut conflicts);
+                    if !conflicts.is_empty() {
+                        return Err(Failure::new(
+                            409,
+                            "Conflict",
+                            format!(
+                                "Apply failed with {} conflict(s): {}; apply with force to take them over",
+                                conflicts.len(),
+                                conflicts.join(", ")
+                            ),
+                        )
+                        .with_details(route, name));
+                    }
+                }
+                let mut merged = stored.clone();
+                remove_dropped(&mut merged, &previous, &applied);
+                merge_into(&mut merged, &applied);
+                (StatusCode::OK, merged)
+            }
+        };
+        // Fields this manager now sets are no longer another manager's.
+        for ((k, m), other) in state.applied.iter_mut() {
+            if *k == key && m != manager {
+                remove_set(other, &applied);
+            }
+        }
+        state.applied.insert((key.clone(), manager.to_string()), applied);
+        let stored = state.objects.get(&key).cloned();
+        let metadata = metadata_mut(&mut object);
+        metadata.insert("name".into(), name.into());
+        if let Some(namespace) = &route.namespace {
+            metadata.insert("namespace".into(), namespace.clone().into());
+        }
+        match &stored {
+            Some(stored) => {
+                for field in ["uid", "resourceVersion", "generation", "creationTimestamp"] {
+                    metadata.insert(field.into(), stored["metadata"][field].clone());
+                }
+                if object == *stored {
+                    return Ok((StatusCode::OK, object));
+                }
+                if object["spec"] != stored["spec"] {
+                    let generation = stored["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+                    metadata_mut(&mut object).insert("generation".into(), generation.into());
+                }
+            }
+            None => {
+                metadata.insert("generation".into(), 1.into());
+                metadata.insert("creationTimestamp".into(), "2026-01-01T00:00:00Z".into());
+            }
+        }
+        let revision = state.next_revision();
+        let metadata = metadata_mut(&mut object);
+        metadata.insert("resourceVersion".into(), revision.to_string().into());
+        if stored.is_none() {
+            metadata.insert("uid".into(), uid(revision).into());
+        }
+        let managers: Vec<Value> = state
+            .applied
+            .keys()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, m)| json!({ "manager": m, "operation": "Apply", "apiVersion": route.api_version }))
+            .collect();
+        metadata.insert("managedFields".into(), managers.into());
+        state.objects.insert(key, object.clone());
+        Ok((status, object))
+    }
+}
+
+/// Server-side apply's field paths that `applied` would change in `stored` although this
+/// manager did not set them before (`previous`): somebody else owns them.
+fn conflicting_fields(stored: &Value, applied: &Value, previous: &Value, path: &str, out: &mut Vec<String>) {
+    match (stored, applied) {
+        (Value::Object(s), Value::Object(a)) => {
+            for (k, v) in a {
+                if path.is_empty() && (k == "metadata" || k == "apiVersion" || k == "kind") {
+                    continue;
+                }
+                if let Some(sv) = s.get(k) {
+                    conflicting_fields(sv, v, previous.get(k).unwrap_or(&Value::Null), &format!("{path}.{k}"), out);
+                }
+            }
+        }
+        (s, a) if !s.is_null() && s != a && previous.is_null() => out.push(path.to_string()),
+        _ => {}
+    }
+}
+
+/// Removes from `object` the fields `previous` applied that `now` no longer applies.
+fn remove_dropped(object: &mut Value, previous: &Value, now: &Value) {
+    let (Value::Object(o), Value::Object(p)) = (object, previous) else { return };
+    for (k, pv) in p {
+        match now.get(k) {
+            None => {
+                o.remove(k);
+            }
+            Some(nv) if pv.is_object() && nv.is_object() => {
+                if let Some(ov) = o.get_mut(k) {
+                    remove_dropped(ov, pv, nv);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// Deep-merges `applied` into `object`: maps field by field, everything else replaced.
+fn merge_into(object: &mut Value, applied: &Value) {
+    match (object, applied) {
+        (Value::Object(o), Value::Object(a)) => {
+            for (k, v) in a {
+                match o.get_mut(k) {
+                    Some(existing) if existing.is_object() && v.is_object() => merge_into(existing, v),
+                    _ => {
+                        o.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (object, applied) => *object = applied.clone(),
+    }
+}
+
+/// Removes from another manager's applied configuration the fields `taken` sets.
+fn remove_set(config: &mut Value, taken: &Value) {
+    let (Value::Object(c), Value::Object(t)) = (config, taken) else { return };
+    for (k, tv) in t {
+        let nested = matches!(c.get(k), Some(Value::Object(_))) && tv.is_object();
+        if nested {
+            remove_set(c.get_mut(k).expect("checked above"), tv);
+        } else {
+            c.remove(k);
+        }
     }
 }
 
@@ -375,6 +595,10 @@ struct Route {
     pub plural: String,
     pub namespace: Option<String>,
     pub name: Option<String>,
+    /// `proxy` in `nodes/NAME/proxy/configz`.
+    pub subresource: Option<String>,
+    /// What follows the subresource: `configz`.
+    pub rest: Option<String>,
 }
 
 impl Route {
@@ -391,20 +615,21 @@ impl Route {
             ["namespaces", namespace, rest @ ..] if !rest.is_empty() => (Some((*namespace).to_string()), rest),
             _ => (None, rest),
         };
-        let (plural, name) = match rest {
-            [plural] => (*plural, None),
-            [plural, name] => (*plural, Some((*name).to_string())),
-            [_, _, subresource, ..] => {
-                return Err(Failure::bad_request(format!(
-                    "subresource {subresource} is not supported by the fake API server"
-                )));
-            }
+        let (plural, name, subresource, after) = match rest {
+            [plural] => (*plural, None, None, None),
+            [plural, name] => (*plural, Some((*name).to_string()), None, None),
+            [plural, name, subresource, after @ ..] => (
+                *plural,
+                Some((*name).to_string()),
+                Some((*subresource).to_string()),
+                (!after.is_empty()).then(|| after.join("/")),
+            ),
             [] => return Err(Failure::not_found_path(path)),
         };
         if plural.is_empty() || name.as_deref() == Some("") {
             return Err(Failure::not_found_path(path));
         }
-        Ok(Route { group, api_version, plural: plural.to_string(), namespace, name })
+        Ok(Route { group, api_version, plural: plural.to_string(), namespace, name, subresource, rest: after })
     }
 
     fn key(&self, name: &str) -> ObjectKey {
@@ -656,9 +881,74 @@ mod tests {
         let elsewhere = api.create(&PostParams::default(), &config_map("other", "two", &[])).await.unwrap_err();
         assert_eq!(api_error(elsewhere), (400, "BadRequest".to_string()));
 
-        // Not served yet: refused, never half-served.
-        let apply = api.patch("one", &PatchParams::apply("lifeboat"), &Patch::Apply(&created)).await.unwrap_err();
-        assert_eq!(api_error(apply), (405, "MethodNotAllowed".to_string()));
+        // Not served: refused, never half-served.
+        let merge = api.patch("one", &PatchParams::default(), &Patch::Merge(json!({"data": {}}))).await.unwrap_err();
+        assert_eq!(api_error(merge), (405, "MethodNotAllowed".to_string()));
+        let status = server
+            .client()
+            .request_text(http::Request::get("/api/v1/namespaces/ns/pods/p/status").body(vec![]).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(api_error(status), (400, "BadRequest".to_string()));
+        server.forbid("configmaps");
+        assert_eq!(api_error(api.get_opt("one").await.unwrap_err()), (403, "Forbidden".to_string()));
+    }
+
+    fn applied(data: &[(&str, &str)]) -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": { "name": "one", "labels": { "app": "lifeboat" } },
+            "data": data.iter().map(|(k, v)| ((*k).to_string(), Value::from(*v))).collect::<Map<String, Value>>(),
+        })
+    }
+
+    #[tokio::test]
+    async fn server_side_apply_creates_merges_prunes_its_own_fields_and_detects_conflicts() {
+        let server = FakeApiServer::new();
+        let api: Api<ConfigMap> = Api::namespaced(server.client(), "ns");
+        let params = PatchParams::apply("lifeboat");
+        let created = api.patch("one", &params, &Patch::Apply(applied(&[("a", "1"), ("b", "2")]))).await.unwrap();
+        let version = created.metadata.resource_version.clone();
+        assert_eq!(created.metadata.managed_fields.as_ref().unwrap()[0].manager.as_deref(), Some("lifeboat"));
+
+        // The same apply again changes nothing, not even the resourceVersion.
+        let again = api.patch("one", &params, &Patch::Apply(applied(&[("a", "1"), ("b", "2")]))).await.unwrap();
+        assert_eq!(again.metadata.resource_version, version);
+
+        // Another manager's field survives; a field lifeboat stops applying goes.
+        let other = PatchParams::apply("kubectl");
+        api.patch("one", &other, &Patch::Apply(applied(&[("c", "3")]))).await.unwrap();
+        let now = api.patch("one", &params, &Patch::Apply(applied(&[("a", "9")]))).await.unwrap();
+        let data = now.data.unwrap();
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(data["a"], "9");
+        assert!(now.metadata.resource_version != version);
+
+        // Changing a field another manager set is a conflict, unless forced.
+        let taken = api.patch("one", &params, &Patch::Apply(applied(&[("a", "9"), ("c", "4")]))).await.unwrap_err();
+        assert_eq!(api_error(taken), (409, "Conflict".to_string()));
+        let force = params.clone().force();
+        let forced = api.patch("one", &force, &Patch::Apply(applied(&[("a", "9"), ("c", "4")]))).await.unwrap();
+        assert_eq!(forced.data.unwrap()["c"], "4");
+
+        let anonymous = PatchParams { field_manager: None, ..PatchParams::default() };
+        let missing = api.patch("one", &anonymous, &Patch::Apply(applied(&[]))).await.unwrap_err();
+        assert_eq!(api_error(missing), (422, "Invalid".to_string()));
+    }
+
+    #[tokio::test]
+    async fn kubelet_configz_through_the_node_proxy() {
+        let server = FakeApiServer::new();
+        let get = |path: &str| http::Request::get(path).body(Vec::new()).unwrap();
+        server.set_kubelet_config("n1", json!({"imageGCHighThresholdPercent": 85}));
+        let text = server.client().request_text(get("/api/v1/nodes/n1/proxy/configz")).await.unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["kubeletconfig"]["imageGCHighThresholdPercent"], 85);
+        let missing = server.client().request_text(get("/api/v1/nodes/n2/proxy/configz")).await.unwrap_err();
+        assert_eq!(api_error(missing).0, 404);
+        server.forbid("nodes/proxy");
+        let forbidden = server.client().request_text(get("/api/v1/nodes/n1/proxy/configz")).await.unwrap_err();
+        assert_eq!(api_error(forbidden).0, 403);
     }
 
     #[tokio::test]
@@ -711,6 +1001,8 @@ mod tests {
             plural: plural.to_string(),
             namespace: namespace.map(str::to_string),
             name: name.map(str::to_string),
+            subresource: None,
+            rest: None,
         };
         let cases = [
             ("/api/v1/namespaces/ns/configmaps", route("", "v1", "configmaps", Some("ns"), None)),
@@ -727,8 +1019,10 @@ mod tests {
         for (path, expected) in cases {
             assert_eq!(Route::parse(path).unwrap(), expected, "{path}");
         }
-        for path in ["/", "/healthz", "/api/v1/namespaces/ns/pods/p/status"] {
+        for path in ["/", "/healthz"] {
             assert!(Route::parse(path).is_err(), "{path}");
         }
+        let proxy = Route::parse("/api/v1/nodes/n1/proxy/configz").unwrap();
+        assert_eq!((proxy.subresource.as_deref(), proxy.rest.as_deref()), (Some("proxy"), Some("configz")));
     }
 }
