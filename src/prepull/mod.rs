@@ -12,6 +12,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod coverage;
+
 use crate::desired::{Digest, PrePullMethod, Toleration};
 
 /// One image a set pre-pulls: a mirror reference pinned by digest.
