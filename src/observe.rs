@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::desired::{DesiredState, Digest, MirrorSet, Platforms, Repository, Selection, SignaturePolicy};
+use crate::desired::{DesiredState, Digest, ImageRef, MirrorSet, Platforms, Repository, Selection, SignaturePolicy};
 use crate::registry::cosign::attached_tag;
 use crate::registry::{Registry, RegistryError, Resolved, Verdict};
 
@@ -427,4 +427,62 @@ async fn observe_referrers<R: Registry>(
         out.push(Referrers { subject: subject.clone(), descriptors, missing, fallback });
     }
     (out, None)
+}
+
+/// One image a PrePullSet or BackupPolicy selects from the mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selected {
+    pub repository: Repository,
+    /// A tag, or a digest for images selected by digest.
+    pub reference: String,
+    pub mirror_set: Option<String>,
+    pub source: Option<String>,
+}
+
+impl Selected {
+    pub fn full(&self) -> String {
+        let sep = if self.reference.contains(':') { '@' } else { ':' };
+        format!("{}{sep}{}", self.repository, self.reference)
+    }
+}
+
+/// The images named by MirrorSets and explicit references, as mirrored: the tags each
+/// MirrorSet fixes, the mirror's tags its rules select, and the explicit images. Reads only
+/// the mirror (tag lists of rule-selected images), never upstream.
+pub async fn mirrored<R: Registry>(
+    state: &DesiredState,
+    mirror_sets: &BTreeSet<String>,
+    images: &BTreeSet<ImageRef>,
+    registry: &R,
+) -> Result<Vec<Selected>, RegistryError> {
+    let mut out = Vec::new();
+    for name in mirror_sets {
+        let Some(set) = state.mirror_sets.get(name) else { continue };
+        for image in &set.images {
+            let repository = set.target.repository_for(&image.source);
+            let mut tags: BTreeSet<String> = image.fixed_tags().map(str::to_string).collect();
+            if let Selection::Tags { rules: Some(rules), .. } = &image.selection {
+                let listed = registry.list_tags(&repository).await?.unwrap_or_default();
+                let listed: Vec<String> = listed.into_iter().filter(|t| !t.starts_with("sha256-")).collect();
+                tags.extend(rules.select(&listed));
+            }
+            out.extend(tags.into_iter().map(|tag| Selected {
+                source: Some(format!("{}:{tag}", image.source)),
+                repository: repository.clone(),
+                reference: tag,
+                mirror_set: Some(name.clone()),
+            }));
+        }
+    }
+    for image in images {
+        let reference = match (&image.tag, &image.digest) {
+            (_, Some(digest)) => digest.to_string(),
+            (Some(tag), None) => tag.clone(),
+            (None, None) => continue,
+        };
+        out.push(Selected { repository: image.repository.clone(), reference, mirror_set: None, source: None });
+    }
+    out.sort_by(|a, b| (&a.repository.to_string(), &a.reference).cmp(&(&b.repository.to_string(), &b.reference)));
+    out.dedup_by(|a, b| a.repository == b.repository && a.reference == b.reference);
+    Ok(out)
 }

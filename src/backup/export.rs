@@ -13,68 +13,13 @@ use futures_util::StreamExt;
 
 use super::archive::{ArchiveWriter, METADATA, METADATA_SIGNATURE};
 use super::metadata::{self, Attached, Image, Metadata, Missing, StoredManifest};
-use crate::desired::{BackupPolicy, Compression, DesiredState, Digest, Repository, Selection};
+use crate::desired::{Compression, Digest, Repository};
+use crate::observe::Selected;
 use crate::registry::manifest::{self, Manifest};
 use crate::registry::{OciRegistry, Registry as _, RegistryError, Verdict};
 
 /// Tags cosign attaches to a digest; the referrers fallback tag (no suffix) is looked up too.
 const ATTACHED_SUFFIXES: [&str; 4] = ["sig", "att", "sbom", ""];
-
-/// One image the policy selects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Selected {
-    pub repository: Repository,
-    /// A tag, or a digest for images selected by digest.
-    pub reference: String,
-    pub mirror_set: Option<String>,
-    pub source: Option<String>,
-}
-
-impl Selected {
-    fn full(&self) -> String {
-        let sep = if self.reference.contains(':') { '@' } else { ':' };
-        format!("{}{sep}{}", self.repository, self.reference)
-    }
-}
-
-/// The images a policy selects, as mirrored: the tags a MirrorSet fixes, the mirror's tags its
-/// rules select, and the policy's own images.
-pub async fn select(
-    state: &DesiredState,
-    policy: &BackupPolicy,
-    registry: &OciRegistry,
-) -> Result<Vec<Selected>, RegistryError> {
-    let mut out = Vec::new();
-    for name in &policy.mirror_sets {
-        let Some(set) = state.mirror_sets.get(name) else { continue };
-        for image in &set.images {
-            let repository = set.target.repository_for(&image.source);
-            let mut tags: BTreeSet<String> = image.fixed_tags().map(str::to_string).collect();
-            if let Selection::Tags { rules: Some(rules), .. } = &image.selection {
-                let listed = registry.client.list_tags(&repository).await?.unwrap_or_default();
-                let listed: Vec<String> = listed.into_iter().filter(|t| !t.starts_with("sha256-")).collect();
-                tags.extend(rules.select(&listed));
-            }
-            out.extend(tags.into_iter().map(|tag| Selected {
-                source: Some(format!("{}:{tag}", image.source)),
-                repository: repository.clone(),
-                reference: tag,
-                mirror_set: Some(name.clone()),
-            }));
-        }
-    }
-    for image in &policy.images {
-        let reference = match (&image.tag, &image.digest) {
-            (_, Some(digest)) => digest.to_string(),
-            (Some(tag), None) => tag.clone(),
-            (None, None) => continue,
-        };
-        out.push(Selected { repository: image.repository.clone(), reference, mirror_set: None, source: None });
-    }
-    out.sort_by(|a, b| (&a.repository.to_string(), &a.reference).cmp(&(&b.repository.to_string(), &b.reference)));
-    out.dedup_by(|a, b| a.repository == b.repository && a.reference == b.reference);
-    Ok(out)
-}
 
 /// Everything an archive will hold, known before a byte is written.
 #[derive(Debug, Default)]

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub mod coverage;
+pub mod resolve;
 
 use crate::desired::{Digest, PrePullMethod, Toleration};
 
