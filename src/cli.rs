@@ -273,6 +273,41 @@ pub struct PassArgs {
     /// Retries after a transient registry failure (5xx, 429, connection error, timeout).
     #[arg(long, default_value_t = 4, env = "LIFEBOAT_RETRIES")]
     pub retries: u32,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// The Kubernetes cluster whose nodes PrePullSets cover.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Pre-pull on the cluster's nodes")]
+pub struct ClusterArgs {
+    /// `auto`: use the cluster of the kubeconfig (KUBECONFIG, ~/.kube/config) or of the pod's
+    /// service account when there is one; without one, pre-pull is reported as not observed.
+    /// `off`: never talk to Kubernetes.
+    #[arg(long = "cluster", value_enum, default_value = "auto", env = "LIFEBOAT_CLUSTER")]
+    pub mode: ClusterMode,
+    /// Namespace of the pre-pull DaemonSets of method kubelet (default: the pod's namespace,
+    /// from POD_NAMESPACE, else `lifeboat`).
+    #[arg(long, value_name = "NAMESPACE", env = "LIFEBOAT_PREPULL_NAMESPACE")]
+    pub prepull_namespace: Option<String>,
+    /// Namespace of the node agents of method cri; they mount the runtime socket, so its Pod
+    /// Security level must be `privileged`.
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        default_value = "lifeboat-node-agent",
+        env = "LIFEBOAT_NODE_AGENT_NAMESPACE"
+    )]
+    pub node_agent_namespace: String,
+    /// The Lifeboat image pre-pull pods start from (its static no-op program and the node agent).
+    #[arg(long, value_name = "IMAGE", default_value = concat!("ghcr.io/lifeboat-dev/lifeboat:", env!("CARGO_PKG_VERSION")), env = "LIFEBOAT_PREPULL_IMAGE")]
+    pub lifeboat_image: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClusterMode {
+    Auto,
+    Off,
 }
 
 /// Where the desired state comes from when it lives in Git.

@@ -177,22 +177,58 @@ fn fetch(
     Ok((snapshot, state))
 }
 
+/// The cluster pre-pull works on, or why there is none.
+pub async fn cluster_for(args: &crate::cli::ClusterArgs) -> Result<crate::cluster::prepull::PrePullCluster, String> {
+    if args.mode == crate::cli::ClusterMode::Off {
+        return Err("--cluster off".into());
+    }
+    let client = crate::cluster::in_cluster_client().await.map_err(|e| format!("no cluster configured ({e:#})"))?;
+    let namespace = args
+        .prepull_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
+        .unwrap_or_else(|| "lifeboat".into());
+    Ok(crate::cluster::prepull::PrePullCluster::new(
+        client,
+        crate::cluster::render::RenderSettings {
+            namespace,
+            agent_namespace: args.node_agent_namespace.clone(),
+            lifeboat_image: args.lifeboat_image.clone(),
+        },
+    ))
+}
+
+/// The mirror plan and the pre-pull pass in one document, for `-o json`.
+fn plan_json(plan: &Plan, pre_pull: &crate::prepull::PrePullPass) -> serde_json::Value {
+    let mut value = serde_json::to_value(plan).expect("plans serialize");
+    value["prePull"] = serde_json::to_value(pre_pull).expect("pre-pull passes serialize");
+    value
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
-fn print_plan(plan: &Plan, output: Output) -> anyhow::Result<()> {
+fn print_plan(plan: &Plan, pre_pull: &crate::prepull::PrePullPass, output: Output) -> anyhow::Result<()> {
+    let pre = if pre_pull.sets.is_empty() && pre_pull.changes.is_empty() {
+        String::new()
+    } else {
+        crate::prepull::plan::human(pre_pull)
+    };
     write_out(&match output {
-        Output::Human => render::human(plan),
-        Output::Json => render::json(plan),
-        Output::Markdown => render::markdown(plan),
+        Output::Human => format!("{}{}", render::human(plan), if pre.is_empty() { pre } else { format!("\n{pre}") }),
+        Output::Json => render::json(&plan_json(plan, pre_pull)),
+        Output::Markdown => {
+            let pre = if pre.is_empty() { pre } else { format!("\n#### Pre-pull\n\n```\n{pre}```\n") };
+            format!("{}{pre}", render::markdown(plan))
+        }
     })
 }
 
-fn plan_exit(plan: &Plan) -> u8 {
-    if plan.has_unknowns() || plan.rejections() > 0 {
+fn plan_exit(plan: &Plan, pre_pull: &crate::prepull::PrePullPass) -> u8 {
+    if plan.has_unknowns() || plan.rejections() > 0 || pre_pull.has_problems() {
         exit::ERROR
-    } else if plan.changes.is_empty() {
+    } else if plan.changes.is_empty() && pre_pull.changes.is_empty() {
         exit::OK
     } else {
         exit::CHANGES
@@ -207,8 +243,12 @@ pub fn plan(args: &PassArgs, output: Output) -> anyhow::Result<u8> {
     };
     let registry = registry_for(&snapshot.root, &state, args.timeout, args.retries)?;
     let pass = rt.block_on(reconcile::dry_run(&state, &registry));
-    print_plan(&pass.plan, output)?;
-    Ok(plan_exit(&pass.plan))
+    let pre_pull = rt.block_on(async {
+        let cluster = cluster_for(&args.cluster).await;
+        reconcile::pre_pull(&state, &registry, cluster.as_ref().map_err(String::as_str), false).await
+    });
+    print_plan(&pass.plan, &pre_pull, output)?;
+    Ok(plan_exit(&pass.plan, &pre_pull))
 }
 
 pub fn apply(args: &ApplyArgs, output: Output) -> anyhow::Result<u8> {
@@ -228,6 +268,7 @@ pub fn apply(args: &ApplyArgs, output: Output) -> anyhow::Result<u8> {
             passes: Default::default(),
             alerts,
             backups: Default::default(),
+            pre_pull: Default::default(),
         };
         publish(&repo, &rt, invalid, heartbeat)?;
         return Ok(exit::ERROR);
@@ -236,6 +277,10 @@ pub fn apply(args: &ApplyArgs, output: Output) -> anyhow::Result<u8> {
     let started = chrono::Utc::now();
     let pass = rt.block_on(reconcile::run(&state, &registry));
     let passes = pass.by_set(started, chrono::Utc::now(), &Default::default());
+    let pre_pull = rt.block_on(async {
+        let cluster = cluster_for(&args.pass.cluster).await;
+        reconcile::pre_pull(&state, &registry, cluster.as_ref().map_err(String::as_str), true).await
+    });
     let outcomes = pass.outcomes.unwrap_or_default();
     let totals = render::totals(&outcomes);
     write_out(&match output {
@@ -243,8 +288,16 @@ pub fn apply(args: &ApplyArgs, output: Output) -> anyhow::Result<u8> {
             "plan": pass.plan,
             "outcomes": outcomes,
             "totals": totals,
+            "prePull": pre_pull,
         })),
-        Output::Human | Output::Markdown => render::outcomes_human(&pass.plan, &outcomes),
+        Output::Human | Output::Markdown => {
+            let pre = if pre_pull.sets.is_empty() && pre_pull.changes.is_empty() {
+                String::new()
+            } else {
+                format!("\n{}", crate::prepull::plan::human(&pre_pull))
+            };
+            format!("{}{pre}", render::outcomes_human(&pass.plan, &outcomes))
+        }
     })?;
     let backups = rt.block_on(crate::backup::observe(&state, &Default::default()));
     let report = crate::status::Report {
@@ -253,9 +306,11 @@ pub fn apply(args: &ApplyArgs, output: Output) -> anyhow::Result<u8> {
         passes,
         alerts,
         backups,
+        pre_pull: pre_pull.clone(),
     };
     publish(&repo, &rt, report, heartbeat)?;
-    let problems = totals.failed > 0 || pass.plan.has_unknowns() || pass.plan.rejections() > 0;
+    let problems =
+        totals.failed > 0 || pass.plan.has_unknowns() || pass.plan.rejections() > 0 || pre_pull.has_problems();
     Ok(if problems { exit::ERROR } else { exit::OK })
 }
 

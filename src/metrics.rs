@@ -98,6 +98,24 @@ pub struct Metrics {
     backup_encrypted: Family<PolicyLabel, Gauge>,
     backup_archives: Family<PolicyLabel, Gauge>,
     backup_runs: Family<BackupRunLabels, Counter>,
+    prepull_ratio: Family<PrePullLabel, Seconds>,
+    prepull_nodes: Family<PrePullLabel, Gauge>,
+    prepull_covered: Family<PrePullLabel, Gauge>,
+    prepull_images: Family<PrePullLabel, Gauge>,
+    gc_ok: Family<NodeLabel, Gauge>,
+    gc_high: Family<NodeLabel, Gauge>,
+    gc_low: Family<NodeLabel, Gauge>,
+    gc_age: Family<NodeLabel, Gauge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PrePullLabel {
+    pre_pull_set: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
 }
 
 fn duration_histogram() -> Histogram {
@@ -237,7 +255,92 @@ impl Metrics {
                 "Exports of the policy by result (success, failure, skipped)",
                 Family::default(),
             ),
+            prepull_ratio: registered(
+                r,
+                "prepull_coverage_ratio",
+                "Nodes the PrePullSet selects that hold all its images, over the nodes it selects",
+                Family::default(),
+            ),
+            prepull_nodes: registered(r, "prepull_nodes", "Nodes the PrePullSet selects", Family::default()),
+            prepull_covered: registered(
+                r,
+                "prepull_nodes_covered",
+                "Nodes the PrePullSet selects that hold all its images",
+                Family::default(),
+            ),
+            prepull_images: registered(r, "prepull_images", "Images the PrePullSet pre-pulls", Family::default()),
+            gc_ok: registered(
+                r,
+                "kubelet_image_gc_ok",
+                "1 when the node's kubelet image GC settings are what its PrePullSets ask for, 0 when not (absent when unread)",
+                Family::default(),
+            ),
+            gc_high: registered(
+                r,
+                "kubelet_image_gc_high_threshold_percent",
+                "The node's kubelet imageGCHighThresholdPercent",
+                Family::default(),
+            ),
+            gc_low: registered(
+                r,
+                "kubelet_image_gc_low_threshold_percent",
+                "The node's kubelet imageGCLowThresholdPercent",
+                Family::default(),
+            ),
+            gc_age: registered(
+                r,
+                "kubelet_image_minimum_gc_age_seconds",
+                "The node's kubelet imageMinimumGCAge",
+                Family::default(),
+            ),
             registry: std::mem::take(r),
+        }
+    }
+
+    /// Coverage per PrePullSet and kubelet GC settings per node, from the last pre-pull pass.
+    /// Series of sets and nodes no longer seen are dropped.
+    pub fn record_pre_pull(&self, pass: &crate::prepull::PrePullPass) {
+        use crate::prepull::coverage::GcAudit;
+        for family in [&self.prepull_nodes, &self.prepull_covered, &self.prepull_images] {
+            family.clear();
+        }
+        self.prepull_ratio.clear();
+        for family in [&self.gc_ok, &self.gc_high, &self.gc_low, &self.gc_age] {
+            family.clear();
+        }
+        let mut nodes: std::collections::BTreeMap<&str, &GcAudit> = std::collections::BTreeMap::new();
+        for (name, set) in &pass.sets {
+            let label = PrePullLabel { pre_pull_set: name.clone() };
+            self.prepull_images.get_or_create(&label).set(set.images.len() as i64);
+            let Some(coverage) = &set.coverage else { continue };
+            self.prepull_ratio.get_or_create(&label).set(coverage.ratio());
+            self.prepull_nodes.get_or_create(&label).set(coverage.nodes.len() as i64);
+            self.prepull_covered.get_or_create(&label).set(coverage.covered() as i64);
+            // A node two sets cover fails when either set's targets are not met.
+            for node in &coverage.nodes {
+                let worst = nodes.entry(&node.node).or_insert(&node.kubelet_gc);
+                if !matches!(worst, GcAudit::Fail { .. }) && !matches!(node.kubelet_gc, GcAudit::Unknown { .. }) {
+                    *worst = &node.kubelet_gc;
+                }
+            }
+        }
+        for (node, audit) in nodes {
+            let label = NodeLabel { node: node.to_string() };
+            let (ok, settings) = match audit {
+                GcAudit::Pass { settings } => (1, settings),
+                GcAudit::Fail { settings, .. } => (0, settings),
+                GcAudit::Unknown { .. } => continue,
+            };
+            self.gc_ok.get_or_create(&label).set(ok);
+            for (family, value) in [
+                (&self.gc_high, settings.high_threshold_percent),
+                (&self.gc_low, settings.low_threshold_percent),
+                (&self.gc_age, settings.minimum_age_seconds.map(|s| s as i64)),
+            ] {
+                if let Some(v) = value {
+                    family.get_or_create(&label).set(v);
+                }
+            }
         }
     }
 

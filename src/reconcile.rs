@@ -1,14 +1,20 @@
-//! The order of a pass, and the only place that knows it: observe → plan → apply.
+//! The order of a pass, and the only place that knows it: observe → plan → apply, the mirror
+//! first and then the nodes' pre-pull sets, which pull what the mirror now holds.
 
 use std::collections::BTreeMap;
 
 use tracing::Instrument;
 
 use crate::apply;
+use crate::cluster::prepull::PrePullCluster;
+use crate::cluster::render::RenderSettings;
 use crate::desired::DesiredState;
+use crate::desired::PrePullMethod;
 use crate::observe::{self, ActualState};
 use crate::plan::render::Outcome;
 use crate::plan::{self, Plan};
+use crate::prepull::plan::{ChangeKind, SetReport, Wanted};
+use crate::prepull::{self, PrePullPass};
 use crate::registry::Registry;
 use crate::status::SetPass;
 
@@ -75,6 +81,129 @@ pub async fn run<R: Registry>(desired: &DesiredState, registry: &R) -> Pass {
     let mut pass = dry_run(desired, registry).await;
     pass.outcomes = Some(apply::apply(&pass.plan, registry).instrument(tracing::info_span!("apply")).await);
     pass
+}
+
+/// The pre-pull part of a pass, after the mirror's: resolves each PrePullSet against the
+/// mirror, compares the DaemonSets it renders with the cluster's, applies the difference when
+/// `apply` says so, and reads node coverage. Without a cluster it still resolves the images
+/// and says why the cluster was not looked at.
+pub async fn pre_pull<R: Registry>(
+    desired: &DesiredState,
+    registry: &R,
+    cluster: Result<&PrePullCluster, &str>,
+    apply: bool,
+) -> PrePullPass {
+    let mut pass = PrePullPass::default();
+    let mut wanted = Vec::new();
+    for (name, set) in &desired.pre_pull_sets {
+        let resolution = prepull::resolve::resolve(desired, name, set, registry).await;
+        let settings = cluster.ok().map(|c| c.settings.clone()).unwrap_or_else(default_render_settings);
+        let (rendered, hash) = crate::cluster::prepull::desired(&resolution.workload, &settings);
+        let meta = &rendered.daemon_set.metadata;
+        wanted.push(Wanted {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            hash,
+            resolution,
+        });
+    }
+    for w in &wanted {
+        let r = &w.resolution;
+        pass.sets.insert(
+            r.workload.set.clone(),
+            SetReport {
+                method: r.workload.method,
+                daemon_set: format!("{}/{}", w.namespace, w.name),
+                images: r.workload.images.iter().map(|i| i.reference.clone()).collect(),
+                not_in_mirror: r.not_in_mirror.clone(),
+                unknown: r.unknown.clone(),
+                coverage: None,
+            },
+        );
+    }
+    let cluster = match cluster {
+        Ok(c) => c,
+        Err(why) => {
+            pass.not_observed = Some(why.to_string());
+            return pass;
+        }
+    };
+    let existing = match cluster.existing().await {
+        Ok(e) => e,
+        Err(e) => {
+            pass.not_observed = Some(e.to_string());
+            pass.unknown = true;
+            return pass;
+        }
+    };
+    let (changes, held) = prepull::plan::changes(&wanted, &existing);
+    for (set, reason) in held {
+        if let Some(report) = pass.sets.get_mut(&set) {
+            report.unknown = Some(reason);
+        }
+    }
+    pass.changes = changes;
+    if apply {
+        for change in &pass.changes {
+            let result = match change.kind {
+                ChangeKind::Create | ChangeKind::Update => {
+                    let w = wanted.iter().find(|w| w.resolution.workload.set == change.pre_pull_set);
+                    match w {
+                        Some(w) => cluster.apply(&w.resolution.workload).await,
+                        None => Ok(()),
+                    }
+                }
+                ChangeKind::Delete => {
+                    let e = existing.iter().find(|e| e.name == change.name && e.namespace == change.namespace);
+                    match e {
+                        Some(e) => cluster.delete(e).await,
+                        None => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = result {
+                tracing::warn!(set = %change.pre_pull_set, error = %e, "pre-pull change failed");
+                pass.failures.push(e.to_string());
+            }
+        }
+    }
+    let reads_configz = wanted.iter().any(|w| w.resolution.workload.method == PrePullMethod::Kubelet);
+    let nodes = match cluster.nodes(reads_configz).await {
+        Ok(n) => n,
+        Err(e) => {
+            pass.not_observed = Some(e.to_string());
+            pass.unknown = true;
+            return pass;
+        }
+    };
+    for w in &wanted {
+        let workload = &w.resolution.workload;
+        let Some(set) = desired.pre_pull_sets.get(&workload.set) else { continue };
+        let observed = match workload.method {
+            PrePullMethod::Kubelet => cluster.pods(workload).await.map(|p| (p, Vec::new())),
+            PrePullMethod::Cri => cluster.inventories(workload).await.map(|i| (Vec::new(), i)),
+        };
+        let report = pass.sets.get_mut(&workload.set).expect("every wanted set has a report");
+        match observed {
+            Ok((pods, inventories)) => {
+                report.coverage =
+                    Some(prepull::coverage::coverage(workload, &set.kubelet_gc, &nodes, &pods, &inventories));
+            }
+            Err(e) => {
+                report.unknown.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    pass
+}
+
+/// Where pre-pull objects go when no cluster says otherwise (plan without a cluster).
+pub fn default_render_settings() -> RenderSettings {
+    RenderSettings {
+        namespace: "lifeboat".into(),
+        agent_namespace: "lifeboat-node-agent".into(),
+        lifeboat_image: format!("ghcr.io/lifeboat-dev/lifeboat:{}", env!("CARGO_PKG_VERSION")),
+    }
 }
 
 #[cfg(test)]

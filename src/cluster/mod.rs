@@ -10,7 +10,10 @@ mod election;
 pub mod error;
 #[cfg(test)]
 pub mod fake;
+pub mod inventory;
 pub mod lease;
+pub mod prepull;
+pub mod render;
 #[cfg(test)]
 mod tests;
 

@@ -141,7 +141,12 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         alerts: status::shipped_alerts(),
         seeded: BTreeMap::new(),
         git_timeout: GIT_TIMEOUT,
+        cluster: crate::commands::cluster_for(&args.pass.cluster).await,
+        pre_pull: Default::default(),
     };
+    if let Err(why) = &daemon.cluster {
+        tracing::info!(reason = %why, "pre-pull: no cluster, node coverage is not observed");
+    }
     if let Some(path) = &args.backup_signing_key {
         daemon.backups.signer = Some(Arc::new(crate::commands::backup_signer(path)?));
     }
@@ -212,6 +217,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     Ok(crate::commands::exit::OK)
 }
 
+/// How long one pre-pull pass (mirror lookups, cluster reads and writes) may take.
+const PRE_PULL_TIMEOUT: Duration = Duration::from_secs(120);
+
 struct Daemon<'a> {
     repo: Repo,
     shared: Arc<Shared>,
@@ -239,6 +247,10 @@ struct Daemon<'a> {
     seeded: BTreeMap<String, DateTime<Utc>>,
     /// How long a status commit may take.
     git_timeout: Duration,
+    /// The cluster pre-pull works on, or why there is none.
+    cluster: Result<crate::cluster::prepull::PrePullCluster, String>,
+    /// The last pre-pull pass.
+    pre_pull: crate::prepull::PrePullPass,
 }
 
 impl Daemon<'_> {
@@ -516,6 +528,31 @@ impl Daemon<'_> {
         }
     }
 
+    /// Brings the pre-pull DaemonSets in line with the mirror (only the leader changes
+    /// anything) and reads node coverage, within a time limit.
+    async fn pre_pull(&mut self) {
+        let Some(applied) = &self.applied else { return };
+        let cluster = self.cluster.as_ref().map_err(String::as_str);
+        let pass = reconcile::pre_pull(&applied.state, &*applied.registry, cluster, self.leads());
+        match tokio::time::timeout(PRE_PULL_TIMEOUT, pass).await {
+            Ok(pass) => {
+                for failure in &pass.failures {
+                    tracing::error!(error = %failure, "pre-pull change failed; the next pass tries again");
+                }
+                self.shared.metrics.record_pre_pull(&pass);
+                self.pre_pull = pass;
+            }
+            Err(_) => {
+                tracing::error!(
+                    seconds = PRE_PULL_TIMEOUT.as_secs(),
+                    "pre-pull took too long; the next pass tries again"
+                );
+                self.pre_pull.not_observed = Some("the last pre-pull pass took too long".into());
+                self.pre_pull.unknown = true;
+            }
+        }
+    }
+
     /// Renders the status (for metrics always; committed when the repo publishes and this
     /// replica leads).
     async fn publish(&mut self) {
@@ -526,12 +563,14 @@ impl Daemon<'_> {
         for (name, o) in &backups {
             self.shared.metrics.record_backup(name, o);
         }
+        self.pre_pull().await;
         let owned = status::Report {
             applied: self.applied.as_ref().map(|a| (a.state.clone(), a.tree.clone())),
             invalid: self.invalid.clone(),
             passes: self.passes.clone(),
             alerts: self.alerts.clone(),
             backups,
+            pre_pull: self.pre_pull.clone(),
         };
         let now = Utc::now();
         if let Some(rendered) = owned.render_if_changed(&BTreeMap::new(), now, None) {

@@ -94,6 +94,7 @@ pub struct NodeCoverage {
     /// Images not (yet) on the node, each with why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<MissingImage>,
+    #[serde(rename = "kubeletGC")]
     pub kubelet_gc: GcAudit,
 }
 

@@ -13,7 +13,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub mod coverage;
+pub mod plan;
 pub mod resolve;
+
+pub use plan::{Existing, PrePullPass};
 
 use crate::desired::{Digest, PrePullMethod, Toleration};
 

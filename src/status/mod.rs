@@ -8,6 +8,7 @@
 
 mod backup;
 mod model;
+mod prepull;
 mod readme;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +18,7 @@ use sha2::Digest as _;
 
 pub use backup::{ArchiveFacts, BackupObservation, BackupPolicyStatus};
 pub use model::{Index, MirrorSetStatus, RegistryHealth, TagState, TagStatus};
+pub use prepull::PrePullSetStatus;
 
 use crate::desired::{DesiredState, Diagnostics, Digest};
 use crate::observe::{ImageObservation, Observed};
@@ -86,6 +88,8 @@ pub struct Input<'a> {
     pub alerts: &'a [String],
     /// What each BackupPolicy's destination holds (policies not looked at are absent).
     pub backups: &'a BTreeMap<String, BackupObservation>,
+    /// The last pre-pull pass: DaemonSets, coverage and kubelet GC per node.
+    pub pre_pull: &'a crate::prepull::PrePullPass,
 }
 
 /// Rendered status files, and the fingerprint of their content without times.
@@ -107,6 +111,7 @@ pub struct Report {
     pub passes: BTreeMap<String, SetPass>,
     pub alerts: Vec<String>,
     pub backups: BTreeMap<String, BackupObservation>,
+    pub pre_pull: crate::prepull::PrePullPass,
 }
 
 impl Report {
@@ -126,7 +131,15 @@ impl Report {
             (None, None) => return None,
         };
         render_if_changed(
-            &Input { desired, passes: &self.passes, previous, now, alerts: &self.alerts, backups: &self.backups },
+            &Input {
+                desired,
+                passes: &self.passes,
+                previous,
+                now,
+                alerts: &self.alerts,
+                backups: &self.backups,
+                pre_pull: &self.pre_pull,
+            },
             heartbeat,
         )
     }
@@ -204,8 +217,7 @@ impl Renderer<'_> {
         let index = self.index(fingerprint, &sets);
         if let Some(state) = self.input.desired.state() {
             for (name, pre) in &state.pre_pull_sets {
-                let doc =
-                    model::NotObserved::new("PrePullSetStatus", name, &pre.origin.file, self.input.desired.tree());
+                let doc = prepull::document(name, &pre.origin.file, self.input.desired.tree(), self.input.pre_pull);
                 files.insert(format!("PrePullSet/{name}.yaml"), yaml(&doc));
             }
             for (name, policy) in &state.backup_policies {

@@ -212,34 +212,3 @@ impl TagState {
         }
     }
 }
-
-/// The status of a document Lifeboat does not observe yet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NotObserved {
-    pub api_version: String,
-    pub kind: String,
-    pub metadata: Metadata,
-    pub source_file: String,
-    pub desired_tree: String,
-    pub observed: bool,
-    pub reason: String,
-}
-
-impl NotObserved {
-    pub fn new(kind: &str, name: &str, file: &str, tree: &str) -> Self {
-        let reason = match kind {
-            "PrePullSetStatus" => "node coverage is not observed by this version of Lifeboat",
-            _ => "backup archives are not observed by this version of Lifeboat",
-        };
-        NotObserved {
-            api_version: API_VERSION.into(),
-            kind: kind.into(),
-            metadata: Metadata { name: name.into() },
-            source_file: file.into(),
-            desired_tree: tree.into(),
-            observed: false,
-            reason: reason.into(),
-        }
-    }
-}

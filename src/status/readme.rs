@@ -38,16 +38,11 @@ pub(super) fn render(r: &Renderer<'_>, index: &Index, sets: &BTreeMap<String, Mi
         mirror_check(r, index, sets),
         fresh_check(r, sets),
         mirrored_check(sets),
-        declared_check(
-            "Pre-pull runs on every node",
-            input.desired.state().map(|s| s.pre_pull_sets.len()),
-            "PrePullSet",
-            "node coverage is not observed by this version of Lifeboat",
-        ),
-        Check {
-            name: "Kubelet image GC at 85 % / 75 % / 48 h",
-            result: Result::Unknown,
-            evidence: "kubelet settings are not observed by this version of Lifeboat".into(),
+        pre_pull_check(input),
+        {
+            let declared = input.desired.state().map_or(0, |s| s.pre_pull_sets.len());
+            let (result, evidence) = super::prepull::gc_verdict(input.pre_pull, declared);
+            Check { name: "Kubelet image GC at 85 % / 75 % / 48 h", result, evidence }
         },
         backup_check(input),
         alerts_check(input.alerts),
@@ -236,14 +231,6 @@ fn mirrored_check(sets: &BTreeMap<String, MirrorSetStatus>) -> Check {
     }
 }
 
-fn declared_check(name: &'static str, declared: Option<usize>, kind: &str, why: &str) -> Check {
-    match declared {
-        Some(0) => Check { name, result: Result::Fail, evidence: format!("no {kind} in the desired state") },
-        Some(n) => Check { name, result: Result::Unknown, evidence: format!("{n} {kind}(s) declared; {why}") },
-        None => Check { name, result: Result::Unknown, evidence: "no valid desired state".into() },
-    }
-}
-
 fn alerts_check(alerts: &[String]) -> Check {
     let name = "Alerts configured";
     if alerts.is_empty() {
@@ -260,6 +247,22 @@ fn alerts_check(alerts: &[String]) -> Check {
 }
 
 /// Every BackupPolicy has a verified archive under 7 days old.
+fn pre_pull_check(input: &super::Input<'_>) -> Check {
+    const NAME: &str = "Pre-pull runs on every node";
+    let sets = input.desired.state().map(|s| &s.pre_pull_sets);
+    let Some(sets) = sets.filter(|s| !s.is_empty()) else {
+        return Check { name: NAME, result: Result::Fail, evidence: "no PrePullSet is declared".into() };
+    };
+    let mut worst = Result::Pass;
+    let mut evidence = Vec::new();
+    for name in sets.keys() {
+        let (result, why) = super::prepull::verdict(input.pre_pull, input.pre_pull.sets.get(name));
+        worst = worst.max(result);
+        evidence.push(format!("{name}: {why}"));
+    }
+    Check { name: NAME, result: worst, evidence: evidence.join("; ") }
+}
+
 fn backup_check(input: &super::Input<'_>) -> Check {
     const NAME: &str = "Air-gapped backups present, under 7 days old, verified";
     let policies = input.desired.state().map(|s| &s.backup_policies);

@@ -73,6 +73,7 @@ const TREE: &str = "0123456789abcdef0123456789abcdef01234567";
 /// No status committed yet.
 static NONE: BTreeMap<String, Vec<u8>> = BTreeMap::new();
 static NO_BACKUPS: BTreeMap<String, BackupObservation> = BTreeMap::new();
+static NO_PRE_PULL: std::sync::LazyLock<crate::prepull::PrePullPass> = std::sync::LazyLock::new(Default::default);
 
 /// A report on a valid desired state with no status committed yet.
 fn first_input<'a>(
@@ -89,6 +90,7 @@ fn first_input<'a>(
         now,
         alerts,
         backups: &NO_BACKUPS,
+        pre_pull: &NO_PRE_PULL,
     }
 }
 
@@ -225,6 +227,7 @@ fn an_invalid_desired_state_is_reported_and_the_last_good_one_followed() {
         now: at(10),
         alerts: &alerts,
         backups: &NO_BACKUPS,
+        pre_pull: &NO_PRE_PULL,
     };
     let rendered = render(&input);
     let index: Index = doc(&rendered, INDEX);
@@ -244,6 +247,110 @@ fn alert_names_are_read_from_a_rules_file() {
     assert_eq!(alert_names(rules), ["LifeboatBackupTooOld", "LifeboatSyncFailing"]);
 }
 
+/// A pre-pull pass over three nodes: w1 and w2 hold the set's images, w3 cannot pull one, and
+/// w2's kubelet collects images earlier than the DR plan asks.
+fn pre_pull_example(desired: &DesiredState) -> crate::prepull::PrePullPass {
+    use crate::prepull::coverage::{self, ContainerFacts, NodeFacts, PodFacts};
+    use crate::prepull::{GcSettings, Image, Workload};
+    let set = &desired.pre_pull_sets["critical"];
+    let images: Vec<Image> = ["1.0", "1.1"]
+        .iter()
+        .enumerate()
+        .map(|(i, _)| Image::new(&format!("{MIRROR}/m/app"), digest(i as u32 + 1)))
+        .collect();
+    let workload = Workload {
+        set: "critical".into(),
+        method: set.method,
+        images: images.clone(),
+        node_selector: Default::default(),
+        tolerations: Vec::new(),
+        pull_secrets: Vec::new(),
+        priority_class_name: None,
+        cri_socket: set.cri_socket.clone(),
+        parallel_pulls: set.parallel_pulls,
+    };
+    let gc = |low: i64| {
+        Some(Ok(GcSettings {
+            high_threshold_percent: Some(85),
+            low_threshold_percent: Some(low),
+            minimum_age_seconds: Some(172_800),
+        }))
+    };
+    let node = |name: &str, low: i64| NodeFacts {
+        name: name.into(),
+        labels: Default::default(),
+        taints: Vec::new(),
+        ready: true,
+        gc: gc(low),
+    };
+    let ran = |image: &Image| ContainerFacts {
+        name: "pull".into(),
+        image: image.reference.clone(),
+        image_id: Some(image.reference.clone()),
+        ran: true,
+        waiting: None,
+    };
+    let stuck = ContainerFacts {
+        name: "pull-1".into(),
+        image: images[1].reference.clone(),
+        image_id: None,
+        ran: false,
+        waiting: Some("ImagePullBackOff: Back-off pulling image".into()),
+    };
+    let pods = vec![
+        PodFacts { name: "p1".into(), node: Some("w1".into()), containers: images.iter().map(ran).collect() },
+        PodFacts { name: "p2".into(), node: Some("w2".into()), containers: images.iter().map(ran).collect() },
+        PodFacts { name: "p3".into(), node: Some("w3".into()), containers: vec![ran(&images[0]), stuck] },
+    ];
+    let nodes = [node("w1", 75), node("w2", 80), node("w3", 75)];
+    let coverage = coverage::coverage(&workload, &set.kubelet_gc, &nodes, &pods, &[]);
+    let mut pass = crate::prepull::PrePullPass::default();
+    pass.sets.insert(
+        "critical".into(),
+        crate::prepull::plan::SetReport {
+            method: set.method,
+            daemon_set: "lifeboat/lifeboat-prepull-critical".into(),
+            images: images.iter().map(|i| i.reference.clone()).collect(),
+            not_in_mirror: Vec::new(),
+            unknown: None,
+            coverage: Some(coverage),
+        },
+    );
+    pass
+}
+
+#[test]
+fn pre_pull_coverage_and_kubelet_gc_reach_the_report() {
+    let desired = state();
+    let passes = BTreeMap::new();
+    let alerts = shipped_alerts();
+    let pre_pull = pre_pull_example(&desired);
+    let input = Input { pre_pull: &pre_pull, ..first_input(&desired, TREE, &passes, &alerts, at(10)) };
+    let rendered = render(&input);
+    let readme = text(&rendered.files, "README.md");
+    assert!(
+        readme.contains(
+            "| Pre-pull runs on every node | FAIL | critical: 1 of 3 nodes miss images; w3 misses 1 (ImagePullBackOff"
+        ),
+        "{readme}"
+    );
+    assert!(readme.contains("| Kubelet image GC at 85 % / 75 % / 48 h | FAIL | 1 of 3 nodes differ: w2: imageGCLowThresholdPercent is 80"), "{readme}");
+    let status = text(&rendered.files, "PrePullSet/critical.yaml");
+    assert!(status.contains("result: FAIL") && status.contains("coveragePercent: '66.7'"), "{status}");
+
+    // No cluster configured: both lines are UNKNOWN and say why.
+    let unobserved = crate::prepull::PrePullPass { not_observed: Some("--cluster off".into()), ..Default::default() };
+    let input = Input { pre_pull: &unobserved, ..first_input(&desired, TREE, &passes, &alerts, at(10)) };
+    let readme = text(&render(&input).files, "README.md");
+    assert!(
+        readme.contains(
+            "| Pre-pull runs on every node | UNKNOWN | critical: the cluster was not observed: --cluster off |"
+        ),
+        "{readme}"
+    );
+    assert!(readme.contains("| Kubelet image GC at 85 % / 75 % / 48 h | UNKNOWN |"), "{readme}");
+}
+
 /// `docs/status-example/` shows a status folder as Lifeboat commits it, from the pass of the
 /// first test. Regenerate with `LIFEBOAT_UPDATE_EXAMPLES=1 cargo test --lib status`.
 #[test]
@@ -253,7 +360,9 @@ fn the_committed_example_status_is_current() {
     let passes = pass(&desired, &registry, at(10), &BTreeMap::new());
     let alerts = shipped_alerts();
     let backups = backups(at(3), Some(true));
-    let input = Input { backups: &backups, ..first_input(&desired, TREE, &passes, &alerts, at(10)) };
+    let pre_pull = pre_pull_example(&desired);
+    let input =
+        Input { backups: &backups, pre_pull: &pre_pull, ..first_input(&desired, TREE, &passes, &alerts, at(10)) };
     let rendered = render(&input);
     let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/status-example");
     if std::env::var_os("LIFEBOAT_UPDATE_EXAMPLES").is_some() {
