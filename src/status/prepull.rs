@@ -102,20 +102,14 @@ pub fn document(name: &str, source_file: &str, tree: &str, pass: &PrePullPass) -
         method: report.and_then(|r| serde_json::to_value(r.method).ok()?.as_str().map(str::to_string)),
         daemon_set: report.map(|r| r.daemon_set.clone()),
         images: report.map(|r| r.images.clone()).unwrap_or_default(),
-        not_in_mirror: report.map(|r| r.not_in_mirror.iter().cloned().collect()).unwrap_or_default(),
+        not_in_mirror: report.map(|r| r.not_in_mirror.to_vec()).unwrap_or_default(),
         nodes: report.and_then(|r| r.coverage.as_ref()).map(|c| NodeCounts {
             selected: c.nodes.len(),
             covered: c.covered(),
             coverage_percent: format!("{:.1}", c.ratio() * 100.0),
         }),
-        coverage: report
-            .and_then(|r| r.coverage.as_ref())
-            .map(|c| c.nodes.iter().cloned().collect())
-            .unwrap_or_default(),
-        excluded: report
-            .and_then(|r| r.coverage.as_ref())
-            .map(|c| c.excluded.iter().cloned().collect())
-            .unwrap_or_default(),
+        coverage: report.and_then(|r| r.coverage.as_ref()).map(|c| c.nodes.to_vec()).unwrap_or_default(),
+        excluded: report.and_then(|r| r.coverage.as_ref()).map(|c| c.excluded.to_vec()).unwrap_or_default(),
     }
 }
 
