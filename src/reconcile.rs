@@ -207,4 +207,7 @@ pub fn default_render_settings() -> RenderSettings {
 }
 
 #[cfg(test)]
+#[path = "reconcile/prepull_tests.rs"]
+mod prepull_tests;
+#[cfg(test)]
 mod tests;
