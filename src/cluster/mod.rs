@@ -1,10 +1,11 @@
 //! The Kubernetes API: the only module that uses kube and k8s-openapi.
 //!
 //! Today it holds leader election ([`LeaseLock`]), so that of several replicas only one
-//! applies changes. It talks to the API server and nothing else: no registry, no Git, no
-//! planning. Its failures are [`ClusterError`]s, classified by what Lifeboat should do about
-//! them. `fake::FakeApiServer` stores objects in memory and answers kube's requests the way an
-//! API server does, for tests without a cluster.
+//! applies changes, and [`render`], which turns a PrePullSet into the Kubernetes objects that
+//! pre-pull its images on the nodes (pure: no API calls). It talks to the API server and nothing
+//! else: no registry, no Git, no planning. Its failures are [`ClusterError`]s, classified by what
+//! Lifeboat should do about them. `fake::FakeApiServer` stores objects in memory and answers
+//! kube's requests the way an API server does, for tests without a cluster.
 
 mod election;
 pub mod error;
