@@ -181,6 +181,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         if tokio::time::Instant::now() >= next_fetch {
             daemon.refresh().await;
             next_fetch = tokio::time::Instant::now() + args.poll;
+            // Nodes join, pull and leave between syncs: with a cluster, every poll reads coverage
+            // again (and the status commits only when it changed).
+            if daemon.cluster.is_ok() {
+                daemon.publish().await;
+            }
         }
         if leader {
             daemon.start_due(&done_tx);
