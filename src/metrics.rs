@@ -301,6 +301,11 @@ impl Metrics {
     /// Series of sets and nodes no longer seen are dropped.
     pub fn record_pre_pull(&self, pass: &crate::prepull::PrePullPass) {
         use crate::prepull::coverage::GcAudit;
+        // While the cluster cannot be read, the last values stay: alerts on coverage must not
+        // fall silent exactly when the API server is in trouble.
+        if pass.unknown {
+            return;
+        }
         for family in [&self.prepull_nodes, &self.prepull_covered, &self.prepull_images] {
             family.clear();
         }

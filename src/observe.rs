@@ -448,21 +448,29 @@ impl Selected {
 
 /// The images named by MirrorSets and explicit references, as mirrored: the tags each
 /// MirrorSet fixes, the mirror's tags its rules select, and the explicit images. Reads only
-/// the mirror (tag lists of rule-selected images), never upstream.
+/// the mirror (tag lists of rule-selected images), never upstream. Also returns the mirror
+/// repositories with tag rules that the mirror does not have at all.
 pub async fn mirrored<R: Registry>(
     state: &DesiredState,
     mirror_sets: &BTreeSet<String>,
     images: &BTreeSet<ImageRef>,
     registry: &R,
-) -> Result<Vec<Selected>, RegistryError> {
+) -> Result<(Vec<Selected>, Vec<String>), RegistryError> {
     let mut out = Vec::new();
+    let mut absent = Vec::new();
     for name in mirror_sets {
         let Some(set) = state.mirror_sets.get(name) else { continue };
         for image in &set.images {
             let repository = set.target.repository_for(&image.source);
             let mut tags: BTreeSet<String> = image.fixed_tags().map(str::to_string).collect();
             if let Selection::Tags { rules: Some(rules), .. } = &image.selection {
-                let listed = registry.list_tags(&repository).await?.unwrap_or_default();
+                let listed = match registry.list_tags(&repository).await? {
+                    Some(tags) => tags,
+                    None => {
+                        absent.push(repository.to_string());
+                        Vec::new()
+                    }
+                };
                 let listed: Vec<String> = listed.into_iter().filter(|t| !t.starts_with("sha256-")).collect();
                 tags.extend(rules.select(&listed));
             }
@@ -484,5 +492,5 @@ pub async fn mirrored<R: Registry>(
     }
     out.sort_by(|a, b| (&a.repository.to_string(), &a.reference).cmp(&(&b.repository.to_string(), &b.reference)));
     out.dedup_by(|a, b| a.repository == b.repository && a.reference == b.reference);
-    Ok(out)
+    Ok((out, absent))
 }

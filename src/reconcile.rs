@@ -128,7 +128,8 @@ pub async fn pre_pull<R: Registry>(
             return pass;
         }
     };
-    let existing = match cluster.existing().await {
+    let cri_wanted = wanted.iter().any(|w| w.resolution.workload.method == PrePullMethod::Cri);
+    let existing = match cluster.existing(cri_wanted).await {
         Ok(e) => e,
         Err(e) => {
             pass.not_observed = Some(e.to_string());
@@ -144,6 +145,17 @@ pub async fn pre_pull<R: Registry>(
     }
     pass.changes = changes;
     if apply {
+        // Sets without a change are applied again too: server-side apply of the same objects
+        // writes nothing, and puts back what was deleted or edited by hand.
+        for w in &wanted {
+            let set = &w.resolution.workload.set;
+            let quiet = !pass.changes.iter().any(|c| c.pre_pull_set == *set)
+                && pass.sets.get(set).is_some_and(|r| r.unknown.is_none());
+            if quiet && let Err(e) = cluster.apply(&w.resolution.workload).await {
+                tracing::warn!(set = %set, error = %e, "pre-pull objects could not be applied again");
+                pass.failures.push(e.to_string());
+            }
+        }
         for change in &pass.changes {
             let result = match change.kind {
                 ChangeKind::Create | ChangeKind::Update => {
@@ -167,8 +179,7 @@ pub async fn pre_pull<R: Registry>(
             }
         }
     }
-    let reads_configz = wanted.iter().any(|w| w.resolution.workload.method == PrePullMethod::Kubelet);
-    let nodes = match cluster.nodes(reads_configz).await {
+    let mut nodes = match cluster.nodes().await {
         Ok(n) => n,
         Err(e) => {
             pass.not_observed = Some(e.to_string());
@@ -176,6 +187,18 @@ pub async fn pre_pull<R: Registry>(
             return pass;
         }
     };
+    // Kubelet sets read their nodes' GC settings through the API server; cri agents report them.
+    let configz: std::collections::BTreeSet<String> = nodes
+        .iter()
+        .filter(|n| {
+            wanted.iter().any(|w| {
+                w.resolution.workload.method == PrePullMethod::Kubelet
+                    && prepull::coverage::selects(&w.resolution.workload, n)
+            })
+        })
+        .map(|n| n.name.clone())
+        .collect();
+    cluster.read_kubelet_gc(&mut nodes, &configz).await;
     for w in &wanted {
         let workload = &w.resolution.workload;
         let Some(set) = desired.pre_pull_sets.get(&workload.set) else { continue };

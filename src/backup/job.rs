@@ -70,7 +70,7 @@ pub async fn export(
     let spec = &job.spec;
     std::fs::create_dir_all(&job.destination)
         .with_context(|| format!("creating the backup destination {}", job.destination.display()))?;
-    let selected = crate::observe::mirrored(state, &spec.mirror_sets, &spec.images, registry).await?;
+    let (selected, _) = crate::observe::mirrored(state, &spec.mirror_sets, &spec.images, registry).await?;
     let mut contents = Contents::collect(registry, &selected).await?;
     let in_base = match &job.base {
         Some(base) => contents.without(&chain_blobs(&job.destination, base)?),

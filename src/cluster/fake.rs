@@ -151,6 +151,13 @@ impl FakeApiServer {
         value
     }
 
+    /// Removes an object, bypassing every check, as someone deleting it by hand would.
+    pub fn clear(&self, key: ObjectKey) {
+        let mut state = self.lock();
+        state.objects.remove(&key);
+        state.applied.retain(|(k, _), _| *k != key);
+    }
+
     /// Takes the server down (every request fails as `outage` says) or, with `None`, brings
     /// it back.
     pub fn set_outage(&self, outage: Option<Outage>) {

@@ -19,6 +19,10 @@ use super::render::{self, MANAGED_BY_LABEL, RenderSettings, Rendered};
 use crate::prepull::coverage::{ContainerFacts, NodeFacts, PodFacts, Taint};
 use crate::prepull::{Existing, GcSettings, Inventory, Workload};
 
+/// Kubelet configurations read at once, and how long each may take.
+pub const CONFIGZ_AT_ONCE: usize = 8;
+pub const CONFIGZ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "lifeboat";
 /// The annotation holding the PrePullSet's name (labels may carry a shortened form).
@@ -58,16 +62,37 @@ impl PrePullCluster {
         namespaces
     }
 
-    /// Every DaemonSet Lifeboat made for a PrePullSet, in both namespaces.
-    pub async fn existing(&self) -> Result<Vec<Existing>, ClusterError> {
+    /// Every DaemonSet Lifeboat made for a PrePullSet, in both namespaces, with the images each
+    /// pulls. A refusal to list the node agents' namespace only matters when `cri` sets are
+    /// wanted: a kubelet-only install need not grant it.
+    pub async fn existing(&self, cri_wanted: bool) -> Result<Vec<Existing>, ClusterError> {
         let mut out = Vec::new();
         for namespace in self.namespaces() {
             let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), namespace);
             let params = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}=lifeboat,{}", render::SET_LABEL));
-            let list = api
-                .list(&params)
-                .await
-                .map_err(|e| ClusterError::from_kube(format!("listing pre-pull DaemonSets in {namespace}"), &e))?;
+            let list = match api.list(&params).await {
+                Ok(list) => list,
+                Err(e) => {
+                    let e = ClusterError::from_kube(format!("listing pre-pull DaemonSets in {namespace}"), &e);
+                    let agents = namespace == self.settings.agent_namespace && namespace != self.settings.namespace;
+                    if agents && e.kind == ErrorKind::Unauthorized && !cri_wanted {
+                        tracing::debug!(error = %e, "the node agents' namespace is not readable; no cri set is wanted");
+                        continue;
+                    }
+                    if agents && e.kind == ErrorKind::Unauthorized {
+                        return Err(ClusterError::new(
+                            e.kind,
+                            e.operation,
+                            format!(
+                                "{}; method cri needs deploy/node-agent (or --node-agent-namespace naming a namespace \
+                                 Lifeboat may manage)",
+                                e.message
+                            ),
+                        ));
+                    }
+                    return Err(e);
+                }
+            };
             for ds in list.items {
                 let annotations = ds.metadata.annotations.clone().unwrap_or_default();
                 let labels = ds.metadata.labels.clone().unwrap_or_default();
@@ -75,11 +100,21 @@ impl PrePullCluster {
                     continue;
                 };
                 let status = ds.status.clone().unwrap_or_default();
+                let agent =
+                    labels.get(render::COMPONENT_LABEL).map(String::as_str) == Some(render::COMPONENT_NODE_AGENT);
+                let images = if agent {
+                    self.listed_images(namespace, set).await?
+                } else {
+                    let init = ds.spec.template.spec.as_ref().and_then(|s| s.init_containers.clone());
+                    init.unwrap_or_default().into_iter().filter_map(|c| c.image).filter(|i| i.contains('@')).collect()
+                };
                 out.push(Existing {
                     set: set.clone(),
                     namespace: namespace.to_string(),
                     name: ds.metadata.name.clone().unwrap_or_default(),
                     hash: annotations.get(HASH_ANNOTATION).cloned(),
+                    node_agent: agent,
+                    images,
                     desired_pods: status.desired_number_scheduled,
                     ready_pods: status.number_ready,
                 });
@@ -87,6 +122,22 @@ impl PrePullCluster {
         }
         out.sort_by(|a, b| (&a.set, &a.name).cmp(&(&b.set, &b.name)));
         Ok(out)
+    }
+
+    /// The images a `cri` set's ConfigMap lists.
+    async fn listed_images(
+        &self,
+        namespace: &str,
+        set: &str,
+    ) -> Result<std::collections::BTreeSet<String>, ClusterError> {
+        let name = render::images_config_map_name(set);
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let cm = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| ClusterError::from_kube(format!("reading ConfigMap {namespace}/{name}"), &e))?;
+        let text = cm.and_then(|c| c.data).and_then(|d| d.get(render::IMAGES_KEY).cloned()).unwrap_or_default();
+        Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect())
     }
 
     /// Applies what `workload` renders to (the ConfigMap first, so the agent finds its list).
@@ -111,8 +162,10 @@ impl PrePullCluster {
         Ok(())
     }
 
-    /// Deletes a set's DaemonSet and the ConfigMaps Lifeboat made for it (image list, node
-    /// inventories). The DaemonSet's pods go with it (the API server's garbage collector).
+    /// Deletes a set's DaemonSet and, for a node-agent DaemonSet, the ConfigMaps Lifeboat made
+    /// beside it (image list, node inventories). The DaemonSet's pods go with it (the API
+    /// server's garbage collector). A kubelet DaemonSet has no ConfigMaps, so its deletion
+    /// never touches one, not even when the same set now runs agents in the same namespace.
     pub async fn delete(&self, existing: &Existing) -> Result<(), ClusterError> {
         let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), &existing.namespace);
         match api.delete(&existing.name, &DeleteParams::background()).await {
@@ -124,6 +177,9 @@ impl PrePullCluster {
                     return Err(e);
                 }
             }
+        }
+        if !existing.node_agent {
+            return Ok(());
         }
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &existing.namespace);
         let selector =
@@ -144,41 +200,61 @@ impl PrePullCluster {
         Ok(())
     }
 
-    /// Every node, with its kubelet GC settings when `kubelet_config` asks for them (through
-    /// the node proxy's `configz`, which needs `nodes/proxy` get). A refusal is recorded once
-    /// per node as the reason, not as a failure of the pass.
-    pub async fn nodes(&self, kubelet_config: bool) -> Result<Vec<NodeFacts>, ClusterError> {
+    /// Every node, as the API server describes it.
+    pub async fn nodes(&self) -> Result<Vec<NodeFacts>, ClusterError> {
         let api: Api<Node> = Api::all(self.client.clone());
         let list = api.list(&ListParams::default()).await.map_err(|e| ClusterError::from_kube("listing nodes", &e))?;
         let mut nodes: Vec<NodeFacts> = list.items.iter().map(node_facts).collect();
-        if kubelet_config {
-            let mut refused: Option<String> = None;
-            for node in &mut nodes {
-                node.gc = Some(match &refused {
-                    Some(reason) => Err(reason.clone()),
-                    None => match self.kubelet_gc(&node.name).await {
-                        Ok(settings) => Ok(settings),
-                        Err(e) => {
-                            let reason = match e.kind {
-                                ErrorKind::Unauthorized => {
-                                    let r = format!(
-                                        "reading the kubelet configuration needs `get` on nodes/proxy, which Lifeboat \
-                                         is not granted ({}); grant it (deploy/README.md, RBAC) or use method cri",
-                                        e.message
-                                    );
-                                    refused = Some(r.clone());
-                                    r
-                                }
-                                _ => e.to_string(),
-                            };
-                            Err(reason)
-                        }
-                    },
-                });
-            }
-        }
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(nodes)
+    }
+
+    /// Reads the kubelet GC settings of `wanted` nodes (Ready ones only: the node proxy cannot
+    /// reach the others) through the node proxy's `configz`, which needs `nodes/proxy` get,
+    /// [`CONFIGZ_AT_ONCE`] at a time, each within [`CONFIGZ_TIMEOUT`]. A refusal is recorded
+    /// as the reason for every node, not as a failure of the pass.
+    pub async fn read_kubelet_gc(&self, nodes: &mut [NodeFacts], wanted: &std::collections::BTreeSet<String>) {
+        use futures_util::StreamExt as _;
+        let names: Vec<String> =
+            nodes.iter().filter(|n| n.ready && wanted.contains(&n.name)).map(|n| n.name.clone()).collect();
+        let results: Vec<(String, Result<GcSettings, ClusterError>)> = futures_util::stream::iter(names)
+            .map(|name| async move {
+                let read = tokio::time::timeout(CONFIGZ_TIMEOUT, self.kubelet_gc(&name)).await.unwrap_or_else(|_| {
+                    Err(ClusterError::new(
+                        ErrorKind::Transient,
+                        format!("reading the kubelet configuration of node {name}"),
+                        format!("no answer within {} s", CONFIGZ_TIMEOUT.as_secs()),
+                    ))
+                });
+                (name, read)
+            })
+            .buffer_unordered(CONFIGZ_AT_ONCE)
+            .collect()
+            .await;
+        let refused = results.iter().find_map(|(_, r)| match r {
+            Err(e) if e.kind == ErrorKind::Unauthorized => Some(format!(
+                "reading the kubelet configuration needs `get` on nodes/proxy, which Lifeboat is not granted ({}); \
+                 grant it with deploy/kubelet-configz, or use method cri",
+                e.message
+            )),
+            _ => None,
+        });
+        for node in nodes.iter_mut() {
+            if !wanted.contains(&node.name) {
+                continue;
+            }
+            let result = results.iter().find(|(n, _)| *n == node.name).map(|(_, r)| r);
+            node.gc = Some(match (&refused, result) {
+                (Some(reason), _) => Err(reason.clone()),
+                (None, Some(Ok(settings))) => Ok(settings.clone()),
+                // The API server's words vary from attempt to attempt; the status keeps a stable one.
+                (None, Some(Err(e))) => {
+                    tracing::debug!(node = %node.name, error = %e, "kubelet configuration not read");
+                    Err(format!("the kubelet's configz could not be read ({:?})", e.kind).to_lowercase())
+                }
+                (None, None) => Err("the node is not Ready, so its kubelet cannot be asked".into()),
+            });
+        }
     }
 
     async fn kubelet_gc(&self, node: &str) -> Result<GcSettings, ClusterError> {
@@ -204,7 +280,13 @@ impl PrePullCluster {
             .list(&ListParams::default().labels(&selector))
             .await
             .map_err(|e| ClusterError::from_kube(format!("listing the pre-pull pods of {}", workload.set), &e))?;
-        Ok(list.items.iter().map(pod_facts).collect())
+        // An evicted or finished pod's containers are gone from the node, so they protect no
+        // image; a terminating one is about to be.
+        let live = |p: &&Pod| {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            p.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Failed" | "Succeeded"))
+        };
+        Ok(list.items.iter().filter(live).map(pod_facts).collect())
     }
 
     /// What the node agents of a `cri` set reported.
@@ -255,12 +337,18 @@ fn pod_facts(pod: &Pod) -> PodFacts {
             let status = statuses.iter().find(|s| s.name == c.name);
             let state = status.and_then(|s| s.state.clone()).unwrap_or_default();
             let ran = state.running.is_some() || state.terminated.as_ref().is_some_and(|t| t.exit_code == 0);
+            // Only the reason: kubelet's message changes with every attempt, and ErrImagePull
+            // alternates with ImagePullBackOff, which would make the status change every poll.
             let waiting = state.waiting.as_ref().and_then(|w| {
                 let reason = w.reason.clone()?;
-                (reason != "PodInitializing").then(|| match &w.message {
-                    Some(m) => format!("{reason}: {m}"),
-                    None => reason,
-                })
+                match reason.as_str() {
+                    "PodInitializing" => None,
+                    "ErrImagePull" | "ImagePullBackOff" => Some(
+                        "the kubelet cannot pull it (ErrImagePull/ImagePullBackOff; `kubectl describe pod` tells why)"
+                            .to_string(),
+                    ),
+                    _ => Some(reason),
+                }
             });
             ContainerFacts {
                 name: c.name,

@@ -71,9 +71,10 @@ impl SetCoverage {
         self.nodes.iter().filter(|n| n.covered()).count()
     }
 
-    /// Covered nodes over selected nodes; 1 when the set selects no node.
+    /// Covered nodes over selected nodes; 0 when the set selects no node (which the status
+    /// reports as a failure too).
     pub fn ratio(&self) -> f64 {
-        if self.nodes.is_empty() { 1.0 } else { self.covered() as f64 / self.nodes.len() as f64 }
+        if self.nodes.is_empty() { 0.0 } else { self.covered() as f64 / self.nodes.len() as f64 }
     }
 }
 
@@ -192,14 +193,26 @@ fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
     })
 }
 
-/// The nodes a workload's pods run on, and those its selector matches but taints keep out.
+/// Whether the set's node selector matches the node (its taints aside).
+pub fn selects(workload: &Workload, node: &NodeFacts) -> bool {
+    workload.node_selector.iter().all(|(k, v)| node.labels.get(k) == Some(v))
+}
+
+/// The nodes a workload's pods run on, and those its selector matches but taints, or an
+/// operating system other than Linux, keep out.
 fn select<'a>(workload: &Workload, nodes: &'a [NodeFacts]) -> (Vec<&'a NodeFacts>, Vec<Excluded>) {
     let mut selected = Vec::new();
     let mut excluded = Vec::new();
     for node in nodes {
-        let labels_match = workload.node_selector.iter().all(|(k, v)| node.labels.get(k) == Some(v))
-            && node.labels.get("kubernetes.io/os").is_none_or(|os| os == "linux");
-        if !labels_match {
+        if !selects(workload, node) {
+            continue;
+        }
+        // Kubelet labels every node with its OS; the pods only go where it is linux.
+        if node.labels.get("kubernetes.io/os").map(String::as_str) != Some("linux") {
+            excluded.push(Excluded {
+                node: node.name.clone(),
+                reason: "not labelled kubernetes.io/os=linux, so no pre-pull pod runs there".into(),
+            });
             continue;
         }
         let blocking: Vec<String> = node
@@ -302,7 +315,9 @@ pub fn from_inventories(
                     }
                     (_, Some(ImageState::Missing { reason })) => reason.clone(),
                     (None, _) => "the node agent has not reported from this node yet".to_string(),
-                    (Some(i), None) => format!("not in the node agent's report of {}", i.observed_at.to_rfc3339()),
+                    (Some(_), None) => {
+                        "not in the node agent's last report (the agent has not read the new list yet)".to_string()
+                    }
                 };
                 missing.push(MissingImage { reference: image.reference.clone(), reason });
             }

@@ -17,6 +17,10 @@ pub struct Existing {
     pub name: String,
     /// The hash of what was rendered when it was applied.
     pub hash: Option<String>,
+    /// Whether it runs node agents (method cri) rather than pre-pull pods.
+    pub node_agent: bool,
+    /// The pinned references it pulls.
+    pub images: std::collections::BTreeSet<String>,
     /// Pods the DaemonSet wants and has ready, from its status.
     pub desired_pods: i32,
     pub ready_pods: i32,
@@ -72,6 +76,27 @@ pub fn changes(wanted: &[Wanted], existing: &[Existing]) -> (Vec<Change>, BTreeM
             images,
             why,
         };
+        // Never shrink on the mirror's word alone: when it lacks images the desired state names
+        // and the new list drops images the nodes pull now, the mirror lost them (wiped,
+        // restored, or refusing as not found); the DaemonSet, and the images its pods keep on
+        // the nodes, stay until the mirror holds them again.
+        if let Some(e) = current {
+            let new: std::collections::BTreeSet<&str> =
+                w.resolution.workload.images.iter().map(|i| i.reference.as_str()).collect();
+            let dropped = e.images.iter().filter(|i| !new.contains(i.as_str())).count();
+            if dropped > 0 && !w.resolution.not_in_mirror.is_empty() {
+                held.insert(
+                    set.clone(),
+                    format!(
+                        "left as it is: the mirror lacks {} image(s) the set names (first: {}), and the new list \
+                         would drop {dropped} the nodes pull now; mirror them again to go on",
+                        w.resolution.not_in_mirror.len(),
+                        w.resolution.not_in_mirror[0].reference
+                    ),
+                );
+                continue;
+            }
+        }
         match current {
             None => changes.push(change(ChangeKind::Create, format!("new PrePullSet: {images} images on its nodes"))),
             Some(e) if e.hash.as_deref() != Some(w.hash.as_str()) => changes.push(change(
@@ -255,6 +280,8 @@ mod tests {
             namespace: "lifeboat".into(),
             name: format!("lifeboat-prepull-{set}"),
             hash: Some(hash.into()),
+            node_agent: false,
+            images: Default::default(),
             desired_pods: 3,
             ready_pods: 3,
         }
@@ -268,6 +295,27 @@ mod tests {
         let kinds: Vec<(&str, ChangeKind)> = changes.iter().map(|c| (c.pre_pull_set.as_str(), c.kind)).collect();
         assert_eq!(kinds, [("new", ChangeKind::Create), ("changed", ChangeKind::Update), ("gone", ChangeKind::Delete)]);
         assert!(held.is_empty());
+    }
+
+    #[test]
+    fn images_the_mirror_lost_are_never_dropped_from_the_nodes() {
+        let mut want = wanted("critical", "new", None);
+        want.resolution.not_in_mirror =
+            vec![Unresolved { reference: "m.example/app:1.0".into(), reason: "not in the mirror".into() }];
+        let mut have = existing("critical", "old");
+        have.images = ["m.example/app@sha256:aa".to_string()].into();
+        let (changes, held) = changes(std::slice::from_ref(&want), std::slice::from_ref(&have));
+        assert!(changes.is_empty(), "{changes:?}");
+        assert!(held["critical"].contains("would drop 1"), "{held:?}");
+
+        // A tag removed from the desired state (the mirror lacks nothing) does shrink the set.
+        want.resolution.not_in_mirror.clear();
+        let (changes, _) = changes_of(&want, &have);
+        assert_eq!(changes[0].kind, ChangeKind::Update);
+    }
+
+    fn changes_of(want: &Wanted, have: &Existing) -> (Vec<Change>, BTreeMap<String, String>) {
+        changes(std::slice::from_ref(want), std::slice::from_ref(have))
     }
 
     #[test]

@@ -47,7 +47,15 @@ pub async fn resolve<R: Registry>(state: &DesiredState, name: &str, set: &PrePul
         unknown: None,
     };
     let selected = match crate::observe::mirrored(state, &set.mirror_sets, &set.images, registry).await {
-        Ok(selected) => selected,
+        Ok((selected, empty)) => {
+            // A repository whose tag rules select from the mirror but which the mirror does not
+            // have: its images are missing, not merely unselected.
+            resolution.not_in_mirror.extend(empty.into_iter().map(|repository| Unresolved {
+                reason: "the mirror has no such repository, so its tag rules select nothing".into(),
+                reference: repository,
+            }));
+            selected
+        }
         Err(e) => {
             resolution.unknown = Some(format!("reading the mirror's tags: {e}"));
             return resolution;
@@ -55,9 +63,8 @@ pub async fn resolve<R: Registry>(state: &DesiredState, name: &str, set: &PrePul
     };
     let lookups = futures_util::stream::iter(selected)
         .map(|s| async move {
-            if let Ok(digest) = crate::desired::Digest::try_from(s.reference.clone()) {
-                return (s, Ok(Some(digest)));
-            }
+            // Digests are looked up too: a pin the mirror does not hold would block every pull
+            // after it on every node.
             let found = registry.resolve(&s.repository, &s.reference, false).await;
             (s, found.map(|r| r.map(|r| r.digest)))
         })
@@ -120,6 +127,7 @@ mod tests {
         let state = state();
         let registry = FakeRegistry::default();
         registry.push(&format!("{MIRROR}/m/app"), "1.0", &digest(1));
+        registry.push(&format!("{MIRROR}/tools/debug"), "latest", &digest(9));
         let set = &state.pre_pull_sets["critical"];
         let r = resolve(&state, "critical", set, &registry).await;
         assert_eq!(r.unknown, None);

@@ -278,7 +278,7 @@ fn pre_pull_example(desired: &DesiredState) -> crate::prepull::PrePullPass {
     };
     let node = |name: &str, low: i64| NodeFacts {
         name: name.into(),
-        labels: Default::default(),
+        labels: [("kubernetes.io/os".to_string(), "linux".to_string())].into(),
         taints: Vec::new(),
         ready: true,
         gc: gc(low),

@@ -33,7 +33,10 @@ fn workload(method: PrePullMethod) -> Workload {
 fn node(name: &str, pool: &str, taints: &[(&str, &str)]) -> NodeFacts {
     NodeFacts {
         name: name.into(),
-        labels: BTreeMap::from([("pool".to_string(), pool.to_string())]),
+        labels: BTreeMap::from([
+            ("pool".to_string(), pool.to_string()),
+            ("kubernetes.io/os".to_string(), "linux".to_string()),
+        ]),
         taints: taints
             .iter()
             .map(|(key, effect)| Taint { key: (*key).into(), value: None, effect: (*effect).into() })
@@ -70,12 +73,18 @@ fn nodes_are_selected_by_labels_and_tolerated_taints_and_gone_nodes_drop_out() {
         node("w3", "workers", &[("gpu", "NoSchedule")]),
         node("w4", "workers", &[("soft", "PreferNoSchedule")]),
         node("c1", "control", &[]),
+        {
+            let mut windows = node("win1", "workers", &[]);
+            windows.labels.insert("kubernetes.io/os".into(), "windows".into());
+            windows
+        },
     ];
     let coverage = from_pods(&w, &KubeletGcTarget::default(), &nodes, &[]);
     let names: Vec<&str> = coverage.nodes.iter().map(|n| n.node.as_str()).collect();
     assert_eq!(names, ["w1", "w2", "w4"]);
-    assert_eq!(coverage.excluded.len(), 1);
+    assert_eq!(coverage.excluded.len(), 2);
     assert!(coverage.excluded[0].reason.contains("gpu:NoSchedule"), "{:?}", coverage.excluded);
+    assert!(coverage.excluded[1].reason.contains("kubernetes.io/os=linux"), "{:?}", coverage.excluded);
     assert!(coverage.nodes.iter().all(|n| n.missing[0].reason == "no pre-pull pod runs on this node yet"));
     assert_eq!((coverage.covered(), coverage.ratio()), (0, 0.0));
 }
