@@ -1,7 +1,8 @@
 //! The Kubernetes API: the only module that uses kube and k8s-openapi.
 //!
-//! Today it holds leader election ([`LeaseLock`]), so that of several replicas only one
-//! applies changes. It talks to the API server and nothing else: no registry, no Git, no
+//! It holds leader election ([`LeaseLock`]), so that of several replicas only one applies
+//! changes, and the node agents' inventories ([`inventory`]), one ConfigMap per node and
+//! PrePullSet. It talks to the API server and nothing else: no registry, no Git, no
 //! planning. Its failures are [`ClusterError`]s, classified by what Lifeboat should do about
 //! them. `fake::FakeApiServer` stores objects in memory and answers kube's requests the way an
 //! API server does, for tests without a cluster.
@@ -10,6 +11,7 @@ mod election;
 pub mod error;
 #[cfg(test)]
 pub mod fake;
+pub mod inventory;
 pub mod lease;
 #[cfg(test)]
 mod tests;
