@@ -67,7 +67,7 @@ pub struct Settings {
     pub pull_timeout: Duration,
 }
 
-/// Longest wait for the runtime to say whether it holds an image.
+/// Longest wait for the runtime to tell its version, or whether it holds an image.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One round: what the runtime holds of the set's images, after pulling what it lacked.
@@ -81,7 +81,9 @@ pub async fn round<R: ImageRuntime>(runtime: &R, settings: &Settings) -> anyhow:
         )
     })?;
     let (references, mut images) = parse_images(file, &text);
-    let runtime_version = runtime.version().await?;
+    let runtime_version = tokio::time::timeout(STATUS_TIMEOUT, runtime.version()).await.map_err(|_| {
+        anyhow::anyhow!("the container runtime did not tell its version within {} s", STATUS_TIMEOUT.as_secs())
+    })??;
     let secrets = PullSecrets::load(settings.pull_secret_dir.as_deref()).await;
     let (kubelet_gc, kubelet_gc_error) = match kubelet_gc(settings.kubelet_config.as_deref()).await {
         Ok(settings) => (Some(settings), None),

@@ -26,6 +26,8 @@ struct FakeRuntime {
     running: AtomicUsize,
     most_at_once: AtomicUsize,
     version_error: bool,
+    /// The runtime never answers Version, as a hung runtime does not.
+    version_hangs: bool,
 }
 
 impl FakeRuntime {
@@ -40,6 +42,9 @@ impl FakeRuntime {
 
 impl ImageRuntime for FakeRuntime {
     async fn version(&self) -> anyhow::Result<String> {
+        if self.version_hangs {
+            std::future::pending::<()>().await;
+        }
         if self.version_error {
             anyhow::bail!("asking the container runtime at /run/x.sock for its version: unknown service");
         }
@@ -290,4 +295,12 @@ async fn an_unreadable_images_file_or_a_silent_runtime_fails_the_round() {
     let runtime = FakeRuntime { version_error: true, ..FakeRuntime::default() };
     assert!(round(&runtime, &s.settings).await.is_err());
     assert!(runtime.pulled().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_runtime_that_never_answers_fails_the_round_instead_of_holding_it() {
+    let s = setup(&image(1));
+    let runtime = FakeRuntime { version_hangs: true, ..FakeRuntime::default() };
+    let error = round(&runtime, &s.settings).await.unwrap_err();
+    assert!(error.to_string().contains("did not tell its version"), "{error:#}");
 }
