@@ -102,6 +102,73 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Print the JSON Schema of the desired-state documents.
     Schema,
+    /// Node agent of `method: cri` PrePullSets: pull their images into this node's runtime.
+    ///
+    /// Runs in a DaemonSet pod on every node the set selects. Each round it reads the images file (one
+    /// mirror reference pinned by digest per line), asks the runtime over its CRI socket which
+    /// it holds, pulls the others (`--parallel` at a time) with the credentials of the mounted
+    /// pull secrets, reads the kubelet's image GC settings, and reports an inventory: into the
+    /// ConfigMap `lifeboat-inventory-<set>-<node>` (`--report kubernetes`) or as one JSON line on
+    /// stdout (`--report stdout`). Repeats every `--interval` until SIGTERM (exit 0); a round
+    /// that fails is logged and retried. With `--once`: exit 0 when every image is present or
+    /// was pulled, 1 when any is missing (still reported), 2 on an error (runtime socket or
+    /// images file unusable, report not written).
+    NodeAgent(NodeAgentArgs),
+}
+
+/// Where the node agent reports its inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Report {
+    /// A ConfigMap per set and node, through the Kubernetes API.
+    Kubernetes,
+    /// One JSON document per round on stdout.
+    Stdout,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeAgentArgs {
+    /// The PrePullSet this agent serves.
+    #[arg(long = "set", value_name = "NAME", env = "LIFEBOAT_PRE_PULL_SET")]
+    pub set: String,
+    /// This node's name, from the downward API (`spec.nodeName`). Needed for `--report
+    /// kubernetes`; default for stdout: the host name.
+    #[arg(long, env = "LIFEBOAT_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The set's images, one reference pinned by digest per line (`#` comments); mounted from
+    /// a ConfigMap and read again every round.
+    #[arg(long, value_name = "FILE", env = "LIFEBOAT_IMAGES_FILE")]
+    pub images_file: PathBuf,
+    /// The container runtime's CRI socket (containerd or CRI-O), mounted from the node.
+    #[arg(long, value_name = "PATH", default_value = crate::desired::DEFAULT_CRI_SOCKET, env = "LIFEBOAT_CRI_SOCKET")]
+    pub cri_socket: PathBuf,
+    /// Images looked at and pulled at once, 1 to 32.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=32), env = "LIFEBOAT_PARALLEL")]
+    pub parallel: u32,
+    /// Folder of mounted `kubernetes.io/dockerconfigjson` Secrets, one subfolder per Secret
+    /// (`DIR/<secret>/.dockerconfigjson`, or `config.json`); each image takes the credentials
+    /// for its registry host.
+    #[arg(long, value_name = "DIR", env = "LIFEBOAT_PULL_SECRET_DIR")]
+    pub pull_secret_dir: Option<PathBuf>,
+    /// The kubelet's configuration file (KubeletConfiguration, YAML or JSON), mounted read-only
+    /// from the node, for its image GC settings.
+    #[arg(long, value_name = "FILE", env = "LIFEBOAT_KUBELET_CONFIG")]
+    pub kubelet_config: Option<PathBuf>,
+    /// Where the inventory goes.
+    #[arg(long, value_enum, default_value_t = Report::Kubernetes, env = "LIFEBOAT_REPORT")]
+    pub report: Report,
+    /// Namespace of the inventory ConfigMaps (default: the pod's namespace, from
+    /// POD_NAMESPACE).
+    #[arg(long, env = "LIFEBOAT_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Time between rounds.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, env = "LIFEBOAT_INTERVAL")]
+    pub interval: std::time::Duration,
+    /// Longest wait for one image's pull.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration, env = "LIFEBOAT_PULL_TIMEOUT")]
+    pub pull_timeout: std::time::Duration,
+    /// Run one round, report it and exit (0 all present, 1 some missing, 2 error).
+    #[arg(long, env = "LIFEBOAT_ONCE")]
+    pub once: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,9 @@
 //! What each subcommand does, returning the exit code; `main.rs` only wires it up.
 
 mod backup;
+mod nodeagent;
+
+pub use nodeagent::node_agent;
 
 use std::io::Write;
 

@@ -3,8 +3,9 @@
 //! The pipeline runs one way: Git ([`repo`], [`git`]) → [`desired`] (validated desired state) →
 //! [`observe`] → [`plan`] → [`apply`] → [`status`] → Git; [`reconcile`] alone knows that order,
 //! and [`daemon`] runs it on schedules. [`diff`] tells offline what a change to the desired state
-//! will do. Node pre-pull and backups exist as desired-state documents only. The `lifeboat`
-//! binary only parses arguments, starts logging and maps results to exit codes.
+//! will do. [`nodeagent`] is the `cri` pre-pull method's agent on each node, reporting through
+//! [`cluster::inventory`]. The `lifeboat` binary only parses arguments, starts logging and maps
+//! results to exit codes.
 
 pub mod apply;
 pub mod backup;
@@ -16,6 +17,7 @@ pub mod desired;
 pub mod diff;
 pub mod git;
 pub mod metrics;
+pub mod nodeagent;
 pub mod observe;
 pub mod plan;
 pub mod prepull;

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Command::Backup(command) => commands::backup(command, output),
         Command::Restore(args) => commands::restore(args, output),
         Command::Schema => commands::schema(),
+        Command::NodeAgent(args) => commands::node_agent(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,11 +1,13 @@
 //! The Kubernetes API: the only module that uses kube and k8s-openapi.
 //!
-//! Today it holds leader election ([`LeaseLock`]), so that of several replicas only one
-//! applies changes, and [`render`], which turns a PrePullSet into the Kubernetes objects that
-//! pre-pull its images on the nodes (pure: no API calls). It talks to the API server and nothing
-//! else: no registry, no Git, no planning. Its failures are [`ClusterError`]s, classified by what
-//! Lifeboat should do about them. `fake::FakeApiServer` stores objects in memory and answers
-//! kube's requests the way an API server does, for tests without a cluster.
+//! It holds leader election ([`LeaseLock`]), so that of several replicas only one applies
+//! changes; pre-pull: [`render`] turns a PrePullSet into the objects that pre-pull its images
+//! (pure: no API calls), [`prepull`] applies them server-side and reads nodes, pods and kubelet
+//! configurations, and [`inventory`] holds the node agents' reports, one ConfigMap per node and
+//! PrePullSet. It talks to the API server and nothing else: no registry, no Git, no planning.
+//! Its failures are [`ClusterError`]s, classified by what Lifeboat should do about them.
+//! `fake::FakeApiServer` stores objects in memory and answers kube's requests the way an API
+//! server does, for tests without a cluster.
 
 mod election;
 pub mod error;

@@ -291,7 +291,12 @@ impl PrePullCluster {
 
     /// What the node agents of a `cri` set reported.
     pub async fn inventories(&self, workload: &Workload) -> Result<Vec<Inventory>, ClusterError> {
-        super::inventory::read_inventories(&self.client, &self.settings.agent_namespace, &workload.set).await
+        let read =
+            super::inventory::read_inventories(&self.client, &self.settings.agent_namespace, &workload.set).await?;
+        for bad in &read.unreadable {
+            tracing::warn!(config_map = %bad.config_map, reason = %bad.reason, "a node inventory cannot be read");
+        }
+        Ok(read.inventories)
     }
 }
 

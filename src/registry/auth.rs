@@ -47,6 +47,15 @@ impl Credential {
             Credential::IdentityToken(t) => RegistryAuth::Basic("<token>".into(), t.clone()),
         }
     }
+
+    /// The secret itself (password or token), so that text that may echo it can be redacted.
+    pub(crate) fn secret(&self) -> Option<&str> {
+        match self {
+            Credential::Anonymous => None,
+            Credential::Basic { password, .. } => Some(password),
+            Credential::IdentityToken(token) => Some(token),
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -93,6 +102,36 @@ pub async fn from_docker_config(path: &Path, host: &str) -> anyhow::Result<Crede
     match &config.creds_store {
         Some(store) => from_helper(store, host).await,
         None => Ok(Credential::Anonymous),
+    }
+}
+
+/// The `auths` of a Docker config.json read the way the kubelet reads an image pull Secret:
+/// `credHelpers` and `credsStore` are ignored, since no helper runs on behalf of a Secret.
+/// `Debug` names the file and its hosts, never a secret.
+pub(crate) struct PullSecretFile {
+    path: std::path::PathBuf,
+    auths: BTreeMap<String, AuthEntry>,
+}
+
+impl fmt::Debug for PullSecretFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PullSecretFile").field("path", &self.path).field("hosts", &self.auths.keys()).finish()
+    }
+}
+
+impl PullSecretFile {
+    /// Parses the file's text; the error names `path` and, like every error here, never quotes
+    /// the content.
+    pub(crate) fn parse(path: &Path, text: &str) -> anyhow::Result<PullSecretFile> {
+        let config: ConfigFile = serde_json::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{} is not a Docker config.json: {}", path.display(), e.classify_text()))?;
+        Ok(PullSecretFile { path: path.to_path_buf(), auths: config.auths })
+    }
+
+    /// The credential the file holds for `host`, or `None` when it has no entry for it.
+    pub(crate) fn credential(&self, host: &str) -> Option<anyhow::Result<Credential>> {
+        let (_, entry) = self.auths.iter().find(|(k, _)| matches_host(k, host))?;
+        Some(entry_credential(entry, host, &self.path))
     }
 }
 
@@ -217,5 +256,25 @@ mod tests {
         assert!(format!("{missing:#}").contains("docker-credential-nonexistent-helper"), "{missing:#}");
         let debug = format!("{:?}", Credential::Basic { username: "u".into(), password: "hunter2".into() });
         assert!(!debug.contains("hunter2"));
+    }
+
+    #[test]
+    fn a_pull_secret_gives_its_auths_and_ignores_helpers() {
+        let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+        let text = format!(
+            r#"{{"auths": {{"http://mirror.internal:5000": {{"auth": "{auth}"}}}}, "credsStore": "desktop",
+                "credHelpers": {{"other.example": "ecr-login"}}}}"#
+        );
+        let file = PullSecretFile::parse(Path::new("/secrets/mirror/.dockerconfigjson"), &text).unwrap();
+        let found = file.credential("mirror.internal:5000").unwrap().unwrap();
+        assert_eq!(found, Credential::Basic { username: "alice".into(), password: "s3cret".into() });
+        assert_eq!(found.secret(), Some("s3cret"));
+        assert!(file.credential("other.example").is_none(), "helpers are not run for a pull secret");
+        assert!(!format!("{file:?}").contains("s3cret"), "{file:?}");
+        assert!(format!("{file:?}").contains("mirror.internal:5000"), "{file:?}");
+
+        let broken =
+            PullSecretFile::parse(Path::new("/secrets/x/.dockerconfigjson"), r#"{"auths": {"h": "#).unwrap_err();
+        assert!(format!("{broken:#}").contains("/secrets/x/.dockerconfigjson"), "{broken:#}");
     }
 }

@@ -51,3 +51,8 @@ fn every_flag_can_be_set_from_the_environment() {
 fn run_help() {
     insta::assert_snapshot!(help(&["run"]));
 }
+
+#[test]
+fn node_agent_help() {
+    insta::assert_snapshot!(help(&["node-agent"]));
+}

@@ -8,6 +8,7 @@ mod diff;
 mod help;
 mod loader_fuzz;
 mod mirror;
+mod nodeagent;
 mod noop;
 mod restore;
 mod schema;

@@ -28,6 +28,25 @@ pub fn layer(seed: u64, size: usize) -> Bytes {
     Bytes::from(encoder.finish().unwrap())
 }
 
+/// A gzip layer that is a real tar holding one file of `size` seeded random bytes, as a
+/// container runtime that unpacks images needs, and its diff ID (the digest of the tar).
+pub fn tar_layer(seed: u64, size: usize) -> (Bytes, String) {
+    use std::io::Write;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut data = vec![0u8; size];
+    rng.fill(&mut data);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size as u64);
+    header.set_mode(0o644);
+    header.set_mtime(1_700_000_000);
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append_data(&mut header, format!("data/file-{seed}"), data.as_slice()).unwrap();
+    let tar = builder.into_inner().unwrap();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(&tar).unwrap();
+    (Bytes::from(encoder.finish().unwrap()), digest_of(&tar))
+}
+
 /// Pushes images to one registry, anonymously or with basic auth.
 pub struct Pusher {
     client: Client,
@@ -129,6 +148,30 @@ impl Pusher {
         let reference = tag.map_or(digest.clone(), str::to_string);
         self.manifest(repo, &reference, body, media_type).await;
         (digest, size)
+    }
+
+    /// An image a container runtime can pull and unpack: one tar layer and a config whose
+    /// diff IDs match it, for this machine's platform. Pushed under `tag`; returns the manifest
+    /// digest.
+    pub async fn runnable_image(&self, repo: &str, tag: &str, seed: u64) -> String {
+        let (layer, diff_id) = tar_layer(seed, 4096);
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        let config = Bytes::from(format!(
+            r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}},"config":{{}}}}"#
+        ));
+        let config_size = config.len();
+        let config_digest = self.blob(repo, config).await;
+        let layer_size = layer.len();
+        let layer_digest = self.blob(repo, layer).await;
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_digest}","size":{layer_size}}}]}}"#
+        )
+        .into_bytes();
+        self.manifest(repo, tag, body, OCI_MANIFEST).await
     }
 
     /// A multi-platform index: one image per platform, each with the shared base layer and a

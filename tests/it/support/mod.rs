@@ -119,6 +119,7 @@ impl GitRepo {
     }
 }
 
+pub mod containerd;
 pub mod cosign;
 pub mod images;
 pub mod proxy;
