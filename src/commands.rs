@@ -185,7 +185,7 @@ pub async fn cluster_for(args: &crate::cli::ClusterArgs) -> Result<crate::cluste
     if args.mode == crate::cli::ClusterMode::Off {
         return Err("--cluster off".into());
     }
-    let client = crate::cluster::in_cluster_client().await.map_err(|e| format!("no cluster configured ({e:#})"))?;
+    let (client, url) = crate::cluster::cluster_client().await.map_err(|e| format!("no cluster configured ({e:#})"))?;
     let namespace = args
         .prepull_namespace
         .clone()
@@ -198,6 +198,7 @@ pub async fn cluster_for(args: &crate::cli::ClusterArgs) -> Result<crate::cluste
             agent_namespace: args.node_agent_namespace.clone(),
             lifeboat_image: args.lifeboat_image.clone(),
         },
+        url,
     ))
 }
 

@@ -122,7 +122,10 @@ pub async fn pre_pull<R: Registry>(
         );
     }
     let cluster = match cluster {
-        Ok(c) => c,
+        Ok(c) => {
+            pass.cluster = Some(c.url.clone());
+            c
+        }
         Err(why) => {
             pass.not_observed = Some(why.to_string());
             return pass;

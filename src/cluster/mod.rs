@@ -29,6 +29,11 @@ pub use lease::{Leadership, LeaseLock};
 /// A client for the cluster Lifeboat runs in: the kubeconfig's current context when there is
 /// one (`KUBECONFIG`, then `~/.kube/config`), else the pod's service account.
 pub async fn in_cluster_client() -> anyhow::Result<kube::Client> {
+    Ok(cluster_client().await?.0)
+}
+
+/// [`in_cluster_client`], and the URL of the API server it talks to.
+pub async fn cluster_client() -> anyhow::Result<(kube::Client, String)> {
     // The inference error already names both places it looked and why each failed; its
     // sources would only repeat them.
     let config = kube::Config::infer().await.map_err(|e| {
@@ -38,5 +43,7 @@ pub async fn in_cluster_client() -> anyhow::Result<kube::Client> {
         )
     })?;
     let cluster = config.cluster_url.to_string();
-    kube::Client::try_from(config).with_context(|| format!("building a Kubernetes client for {cluster}"))
+    let client =
+        kube::Client::try_from(config).with_context(|| format!("building a Kubernetes client for {cluster}"))?;
+    Ok((client, cluster))
 }

@@ -47,11 +47,13 @@ pub fn desired(workload: &Workload, settings: &RenderSettings) -> (Rendered, Str
 pub struct PrePullCluster {
     client: kube::Client,
     pub settings: RenderSettings,
+    /// The API server's URL, said in every plan so nobody applies to the wrong cluster unawares.
+    pub url: String,
 }
 
 impl PrePullCluster {
-    pub fn new(client: kube::Client, settings: RenderSettings) -> PrePullCluster {
-        PrePullCluster { client, settings }
+    pub fn new(client: kube::Client, settings: RenderSettings, url: String) -> PrePullCluster {
+        PrePullCluster { client, settings, url }
     }
 
     fn namespaces(&self) -> Vec<&str> {

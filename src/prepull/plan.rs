@@ -153,6 +153,9 @@ pub struct SetReport {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PrePullPass {
+    /// The API server the pass read and wrote, when it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// Why the cluster was not looked at, when it was not: no cluster configured, or the API
     /// server could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -179,9 +182,10 @@ pub fn human(pass: &PrePullPass) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let n = pass.changes.len();
+    let on = pass.cluster.as_deref().map(|c| format!(" on {c}")).unwrap_or_default();
     let _ = write!(
         out,
-        "Pre-pull: {}",
+        "Pre-pull{on}: {}",
         if n == 0 { "no change".to_string() } else { format!("{n} change{}", if n == 1 { "" } else { "s" }) }
     );
     if let Some(why) = &pass.not_observed {

@@ -48,6 +48,7 @@ fn cluster(server: &FakeApiServer) -> PrePullCluster {
             agent_namespace: "lifeboat-node-agent".into(),
             lifeboat_image: "registry.example/lifeboat:test".into(),
         },
+        "https://fake.example:6443/".into(),
     )
 }
 
@@ -124,6 +125,8 @@ async fn daemon_sets_follow_the_desired_state_and_coverage_follows_the_nodes() {
 
     // Plan: one DaemonSet to create, nothing written.
     let plan = pre_pull(&desired, &registry, Ok(&cluster), false).await;
+    let said = crate::prepull::plan::human(&plan);
+    assert!(said.starts_with("Pre-pull on https://fake.example:6443/: 1 change"), "{said}");
     let kinds: Vec<ChangeKind> = plan.changes.iter().map(|c| c.kind).collect();
     assert_eq!(kinds, [ChangeKind::Create], "{plan:#?}");
     assert!(server.object::<DaemonSet>(Some("lifeboat"), &plan.changes[0].name).is_none());
@@ -228,6 +231,7 @@ async fn a_wiped_mirror_never_shrinks_the_set_and_a_method_change_keeps_the_agen
             agent_namespace: "lifeboat".into(),
             lifeboat_image: "registry.example/lifeboat:test".into(),
         },
+        "https://fake.example:6443/".into(),
     );
     let applied = pre_pull(&state(SET), &registry, Ok(&cluster), true).await;
     let kubelet_ds = applied.changes[0].name.clone();
