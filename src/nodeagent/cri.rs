@@ -55,6 +55,28 @@ impl CriClient {
     }
 }
 
+impl CriClient {
+    /// What kubelet reports as a container's `imageID` for `reference`: the runtime's repo
+    /// digest of the image under the same repository (`repo@sha256:...`), else its image id.
+    /// `None` when the runtime does not hold it.
+    pub async fn image_id(&self, reference: &str) -> Result<Option<String>, String> {
+        let answer = self
+            .images
+            .clone()
+            .image_status(ImageStatusRequest { image: spec(reference), verbose: false })
+            .await
+            .map_err(|status| status_text(&status))?;
+        let Some(image) = answer.into_inner().image else { return Ok(None) };
+        let repository = reference.split('@').next().unwrap_or(reference);
+        let repository = match repository.rsplit_once(':') {
+            Some((r, tag)) if !tag.contains('/') => r,
+            _ => repository,
+        };
+        let same = image.repo_digests.iter().find(|d| d.split('@').next() == Some(repository));
+        Ok(Some(same.or(image.repo_digests.first()).cloned().unwrap_or(image.id)))
+    }
+}
+
 fn socket_error(socket: &Path, e: &std::io::Error) -> anyhow::Error {
     let socket = socket.display();
     let fix = match e.kind() {

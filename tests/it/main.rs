@@ -10,6 +10,7 @@ mod loader_fuzz;
 mod mirror;
 mod nodeagent;
 mod noop;
+mod prepull;
 mod restore;
 mod schema;
 mod signatures;

@@ -121,6 +121,11 @@ impl GitRepo {
 
 pub mod containerd;
 pub mod cosign;
+/// The in-process fake Kubernetes API server of the cluster module's tests, compiled into the
+/// integration tests too (its own unit tests come along).
+#[allow(dead_code)]
+#[path = "../../../src/cluster/fake.rs"]
+pub mod fake_api;
 pub mod images;
 pub mod proxy;
 pub mod referrers;
