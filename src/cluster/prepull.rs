@@ -101,7 +101,6 @@ impl PrePullCluster {
                 let Some(set) = annotations.get(SET_ANNOTATION).or_else(|| labels.get(render::SET_LABEL)) else {
                     continue;
                 };
-                let status = ds.status.clone().unwrap_or_default();
                 let agent =
                     labels.get(render::COMPONENT_LABEL).map(String::as_str) == Some(render::COMPONENT_NODE_AGENT);
                 let images = if agent {
@@ -117,8 +116,6 @@ impl PrePullCluster {
                     hash: annotations.get(HASH_ANNOTATION).cloned(),
                     node_agent: agent,
                     images,
-                    desired_pods: status.desired_number_scheduled,
-                    ready_pods: status.number_ready,
                 });
             }
         }
@@ -358,7 +355,6 @@ fn pod_facts(pod: &Pod) -> PodFacts {
                 }
             });
             ContainerFacts {
-                name: c.name,
                 image: c.image.unwrap_or_default(),
                 image_id: status.map(|s| s.image_id.clone()).filter(|i| !i.is_empty()),
                 ran,
@@ -366,5 +362,5 @@ fn pod_facts(pod: &Pod) -> PodFacts {
             }
         })
         .collect();
-    PodFacts { name: pod.metadata.name.clone().unwrap_or_default(), node: spec.node_name, containers }
+    PodFacts { node: spec.node_name, containers }
 }

@@ -355,13 +355,7 @@ fn kubelet_daemon_set(w: &Workload, s: &RenderSettings) -> DaemonSet {
             // On a change, a node gets its new pod (which pulls the new images) before the old one
             // goes, so the old images stay in use, out of reach of kubelet's image GC, until the
             // new ones are there; at most a tenth of the nodes pull at once.
-            update_strategy: Some(DaemonSetUpdateStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDaemonSet {
-                    max_surge: Some(IntOrString::String("10%".into())),
-                    max_unavailable: Some(IntOrString::Int(0)),
-                }),
-            }),
+            update_strategy: rolling_update(IntOrString::String("10%".into()), IntOrString::Int(0)),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(w)),
@@ -506,13 +500,7 @@ fn agent_daemon_set(w: &Workload, s: &RenderSettings, images: &ConfigMap) -> Dae
             // place; a changed image list (the hash below) rolls them a tenth of the nodes at a
             // time, rather than every node asking the mirror at once when the kubelet refreshes
             // the mounted file.
-            update_strategy: Some(DaemonSetUpdateStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDaemonSet {
-                    max_surge: Some(IntOrString::Int(0)),
-                    max_unavailable: Some(IntOrString::String("10%".into())),
-                }),
-            }),
+            update_strategy: rolling_update(IntOrString::Int(0), IntOrString::String("10%".into())),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(w)),
@@ -528,6 +516,17 @@ fn agent_daemon_set(w: &Workload, s: &RenderSettings, images: &ConfigMap) -> Dae
         },
         status: None,
     }
+}
+
+/// A RollingUpdate strategy with these bounds.
+fn rolling_update(max_surge: IntOrString, max_unavailable: IntOrString) -> Option<DaemonSetUpdateStrategy> {
+    Some(DaemonSetUpdateStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDaemonSet {
+            max_surge: Some(max_surge),
+            max_unavailable: Some(max_unavailable),
+        }),
+    })
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use anyhow::anyhow;
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::{AuthConfig, ImageSpec, ImageStatusRequest, PullImageRequest, VersionRequest};
+use k8s_cri::v1::{AuthConfig, Image, ImageSpec, ImageStatusRequest, PullImageRequest, VersionRequest};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::{ImageRuntime, PullError};
@@ -60,13 +60,7 @@ impl CriClient {
     /// digest of the image under the same repository (`repo@sha256:...`), else its image id.
     /// `None` when the runtime does not hold it.
     pub async fn image_id(&self, reference: &str) -> Result<Option<String>, String> {
-        let answer = self
-            .images
-            .clone()
-            .image_status(ImageStatusRequest { image: spec(reference), verbose: false })
-            .await
-            .map_err(|status| status_text(&status))?;
-        let Some(image) = answer.into_inner().image else { return Ok(None) };
+        let Some(image) = self.image_status(reference).await? else { return Ok(None) };
         let repository = reference.split('@').next().unwrap_or(reference);
         let repository = match repository.rsplit_once(':') {
             Some((r, tag)) if !tag.contains('/') => r,
@@ -74,6 +68,17 @@ impl CriClient {
         };
         let same = image.repo_digests.iter().find(|d| d.split('@').next() == Some(repository));
         Ok(Some(same.or(image.repo_digests.first()).cloned().unwrap_or(image.id)))
+    }
+
+    /// The runtime's record of `reference`, `None` when it does not hold it.
+    async fn image_status(&self, reference: &str) -> Result<Option<Image>, String> {
+        let answer = self
+            .images
+            .clone()
+            .image_status(ImageStatusRequest { image: spec(reference), verbose: false })
+            .await
+            .map_err(|status| status_text(&status))?;
+        Ok(answer.into_inner().image)
     }
 }
 
@@ -136,13 +141,7 @@ impl ImageRuntime for CriClient {
     }
 
     async fn image_present(&self, reference: &str) -> Result<bool, String> {
-        let answer = self
-            .images
-            .clone()
-            .image_status(ImageStatusRequest { image: spec(reference), verbose: false })
-            .await
-            .map_err(|status| status_text(&status))?;
-        Ok(answer.into_inner().image.is_some())
+        Ok(self.image_status(reference).await?.is_some())
     }
 
     async fn pull(&self, reference: &str, credential: &Credential) -> Result<(), PullError> {

@@ -36,14 +36,12 @@ pub struct Taint {
 /// A pre-pull pod and what its containers did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodFacts {
-    pub name: String,
     pub node: Option<String>,
     pub containers: Vec<ContainerFacts>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerFacts {
-    pub name: String,
     /// The image as the pod spec names it.
     pub image: String,
     /// The status's `imageID`: `repo@sha256:...` (containerd, CRI-O) or `docker-pullable://...`.

@@ -9,8 +9,7 @@ use super::resolve::{Resolution, Unresolved};
 use crate::desired::PrePullMethod;
 
 /// A DaemonSet Lifeboat made for a PrePullSet, as it is in the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Existing {
     pub set: String,
     pub namespace: String,
@@ -21,9 +20,6 @@ pub struct Existing {
     pub node_agent: bool,
     /// The pinned references it pulls.
     pub images: std::collections::BTreeSet<String>,
-    /// Pods the DaemonSet wants and has ready, from its status.
-    pub desired_pods: i32,
-    pub ready_pods: i32,
 }
 
 /// What one set should look like in the cluster.
@@ -286,8 +282,6 @@ mod tests {
             hash: Some(hash.into()),
             node_agent: false,
             images: Default::default(),
-            desired_pods: 3,
-            ready_pods: 3,
         }
     }
 

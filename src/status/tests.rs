@@ -284,23 +284,21 @@ fn pre_pull_example(desired: &DesiredState) -> crate::prepull::PrePullPass {
         gc: gc(low),
     };
     let ran = |image: &Image| ContainerFacts {
-        name: "pull".into(),
         image: image.reference.clone(),
         image_id: Some(image.reference.clone()),
         ran: true,
         waiting: None,
     };
     let stuck = ContainerFacts {
-        name: "pull-1".into(),
         image: images[1].reference.clone(),
         image_id: None,
         ran: false,
         waiting: Some("ImagePullBackOff: Back-off pulling image".into()),
     };
     let pods = vec![
-        PodFacts { name: "p1".into(), node: Some("w1".into()), containers: images.iter().map(ran).collect() },
-        PodFacts { name: "p2".into(), node: Some("w2".into()), containers: images.iter().map(ran).collect() },
-        PodFacts { name: "p3".into(), node: Some("w3".into()), containers: vec![ran(&images[0]), stuck] },
+        PodFacts { node: Some("w1".into()), containers: images.iter().map(ran).collect() },
+        PodFacts { node: Some("w2".into()), containers: images.iter().map(ran).collect() },
+        PodFacts { node: Some("w3".into()), containers: vec![ran(&images[0]), stuck] },
     ];
     let nodes = [node("w1", 75), node("w2", 80), node("w3", 75)];
     let coverage = coverage::coverage(&workload, &set.kubelet_gc, &nodes, &pods, &[]);

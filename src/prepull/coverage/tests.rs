@@ -52,7 +52,6 @@ fn node(name: &str, pool: &str, taints: &[(&str, &str)]) -> NodeFacts {
 
 fn container(image: &str, image_id: Option<&str>, ran: bool, waiting: Option<&str>) -> ContainerFacts {
     ContainerFacts {
-        name: "pull".into(),
         image: image.into(),
         image_id: image_id.map(str::to_string),
         ran,
@@ -61,7 +60,7 @@ fn container(image: &str, image_id: Option<&str>, ran: bool, waiting: Option<&st
 }
 
 fn pod(node: &str, containers: Vec<ContainerFacts>) -> PodFacts {
-    PodFacts { name: format!("pre-{node}"), node: Some(node.into()), containers }
+    PodFacts { node: Some(node.into()), containers }
 }
 
 #[test]
