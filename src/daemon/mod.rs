@@ -181,9 +181,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         if tokio::time::Instant::now() >= next_fetch {
             daemon.refresh().await;
             next_fetch = tokio::time::Instant::now() + args.poll;
-            // Nodes join, pull and leave between syncs: with a cluster, every poll reads coverage
-            // again (and the status commits only when it changed).
+            // Nodes join, pull and leave between syncs: with a cluster, every poll (and only the
+            // poll: a start-up syncs every set, and each would repeat it) applies the pre-pull
+            // DaemonSets and reads coverage; the status commits only when it changed.
             if daemon.cluster.is_ok() {
+                daemon.pre_pull().await;
                 daemon.publish().await;
             }
         }
@@ -568,7 +570,11 @@ impl Daemon<'_> {
         for (name, o) in &backups {
             self.shared.metrics.record_backup(name, o);
         }
-        self.pre_pull().await;
+        // Without a cluster, the pass only resolves the sets' images for the status; with one,
+        // the poll runs it (see `run`).
+        if self.cluster.is_err() {
+            self.pre_pull().await;
+        }
         let owned = status::Report {
             applied: self.applied.as_ref().map(|a| (a.state.clone(), a.tree.clone())),
             invalid: self.invalid.clone(),
