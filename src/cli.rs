@@ -12,7 +12,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// from a folder or a Git repository and keeps an internal mirror, node caches and offline
 /// backups in line with it.
 ///
-/// Exit codes: 0 success or no change; 1 changes found (diff); 2 invalid input or error.
+/// Exit codes, for every command: 0 success, in sync, valid, verified; 1 the command worked and
+/// the answer needs attention (changes to make, images a person must act on, not verified,
+/// FAIL, missing); 2 invalid input, an error, or something could not be looked at.
 #[derive(Debug, Parser)]
 #[command(name = "lifeboat", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
@@ -42,8 +44,18 @@ pub enum Output {
     Human,
     /// JSON for machines.
     Json,
-    /// Markdown for pull-request comments (diff only).
+    /// Markdown for pull-request comments and tickets (`diff`, `plan`).
     Markdown,
+}
+
+impl Output {
+    pub fn name(self) -> &'static str {
+        match self {
+            Output::Human => "human",
+            Output::Json => "json",
+            Output::Markdown => "markdown",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -63,17 +75,21 @@ pub enum Command {
     /// Reads both revisions straight from Git objects (no checkout; works on bare repositories
     /// and CI clones). Exit 0 no change, 1 changes, 2 invalid desired state or error.
     Diff(DiffArgs),
-    /// Show what a pass would change, from the registries as they are now, changing nothing.
+    /// Show what a pass would change, from the registries and cluster as they are now, changing
+    /// nothing.
     ///
-    /// Observes upstream and mirror (read-only credentials suffice) and prints the plan. Exit
-    /// 0 in sync, 1 changes to make, 2 error or something could not be observed (for example
-    /// upstream unreachable).
-    Plan(PassArgs),
-    /// Run one full pass: observe, plan, and copy, back up or prune as planned.
+    /// Observes upstream, mirror and cluster (read-only credentials suffice) and prints the
+    /// plan. Exit 0 in sync; 1 changes to make, or desired images a person must act on
+    /// (rejected by the signature policy, or neither upstream nor in the mirror); 2 invalid
+    /// desired state, an error, or something could not be observed (upstream unreachable).
+    Plan(PlanArgs),
+    /// Run one full pass: observe, plan, and copy, back up, prune and pre-pull as planned.
     ///
-    /// One failing image does not stop the pass. Exit 0 when everything was done and observed,
-    /// 2 when anything failed or could not be observed.
-    Apply(ApplyArgs),
+    /// One failing image does not stop the pass. Exit 0 when everything was observed and done;
+    /// 1 when it was, but desired images need a person (rejected by the signature policy, or
+    /// neither upstream nor in the mirror); 2 when anything failed or could not be observed, or
+    /// the desired state is invalid.
+    Apply(Box<ApplyArgs>),
     /// The daemon: follow the desired state, sync each MirrorSet on its schedule, commit status.
     ///
     /// Fetches the repository every `--poll` (or at once on `POST /trigger` or a push
@@ -81,7 +97,7 @@ pub enum Command {
     /// (skipping a run while the previous one of that set is still going). Serves /healthz,
     /// /readyz and /metrics. Stops on SIGTERM, letting running syncs finish within
     /// `--shutdown-timeout`.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check the cosign signatures of one image, for incident use.
     ///
     /// Give the signers to accept (`--key`, or `--identity`/`--identity-regex` with `--issuer`
@@ -101,7 +117,7 @@ pub enum Command {
     /// Exit 0 restored (and verified), 2 refused or failed.
     Restore(RestoreArgs),
     /// Print the JSON Schema of the desired-state documents.
-    Schema,
+    Schema(SchemaArgs),
     /// Node agent of `method: cri` PrePullSets: pull their images into this node's runtime.
     ///
     /// Runs in a DaemonSet pod on every node the set selects. Each round it reads the images file (one
@@ -112,9 +128,13 @@ pub enum Command {
     /// stdout (`--report stdout`). Repeats every `--interval` until SIGTERM (exit 0); a round
     /// that fails is logged and retried. With `--once`: exit 0 when every image is present or
     /// was pulled, 1 when any is missing (still reported), 2 on an error (runtime socket or
-    /// images file unusable, report not written).
+    /// images file unusable, report not written). The report on stdout is one line for people,
+    /// or with `-o json` one JSON document.
     NodeAgent(NodeAgentArgs),
 }
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {}
 
 /// Where the node agent reports its inventory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -157,7 +177,7 @@ pub struct NodeAgentArgs {
     #[arg(long, value_enum, default_value_t = Report::Kubernetes, env = "LIFEBOAT_REPORT")]
     pub report: Report,
     /// Namespace of the inventory ConfigMaps (default: the pod's namespace, from
-    /// POD_NAMESPACE).
+    /// POD_NAMESPACE, else `lifeboat-node-agent`).
     #[arg(long, env = "LIFEBOAT_NAMESPACE")]
     pub namespace: Option<String>,
     /// Time between rounds.
@@ -217,7 +237,7 @@ pub struct BackupVerifyArgs {
     #[command(flatten)]
     pub identities: IdentityArgs,
     /// Also check the metadata's cosign signature against this public key (PEM).
-    #[arg(long, value_name = "FILE", env = "LIFEBOAT_BACKUP_VERIFY_KEY")]
+    #[arg(id = "keys", long = "key", value_name = "FILE", env = "LIFEBOAT_VERIFY_KEY")]
     pub key: Option<PathBuf>,
 }
 
@@ -233,7 +253,9 @@ pub struct IdentityArgs {
 #[derive(Debug, Args)]
 pub struct BackupExportArgs {
     #[command(flatten)]
-    pub pass: PassArgs,
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// The BackupPolicy to run.
     #[arg(long, env = "LIFEBOAT_BACKUP_POLICY")]
     pub policy: String,
@@ -244,10 +266,8 @@ pub struct BackupExportArgs {
     /// lacks. Restoring the new archive then needs those archives in the same folder.
     #[arg(long, value_name = "ARCHIVE", env = "LIFEBOAT_BACKUP_BASE")]
     pub base: Option<PathBuf>,
-    /// Sign the metadata with this cosign private key (`cosign generate-key-pair`); its
-    /// password comes from LIFEBOAT_SIGNING_KEY_PASSWORD or COSIGN_PASSWORD.
-    #[arg(long, value_name = "FILE", env = "LIFEBOAT_BACKUP_SIGNING_KEY")]
-    pub signing_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub signing: SigningArgs,
     /// With an encrypted policy: decrypt the new archive with this identity to re-hash its
     /// content. Without it, the stored (encrypted) bytes are checked against their sums.
     #[command(flatten)]
@@ -275,14 +295,16 @@ pub struct RestoreArgs {
     pub authfile: Option<PathBuf>,
     /// After restoring, check each image's cosign signature in the registry against this
     /// public key (PEM); repeatable, any one may have signed.
-    #[arg(long = "verify-key", value_name = "FILE", value_delimiter = ',', env = "LIFEBOAT_RESTORE_VERIFY_KEY")]
-    pub verify_keys: Vec<PathBuf>,
-    /// Longest wait for one registry request, and for any read during a blob transfer.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "LIFEBOAT_TIMEOUT")]
-    pub timeout: std::time::Duration,
-    /// Retries after a transient registry failure (5xx, 429, connection error, timeout).
-    #[arg(long, default_value_t = 4, env = "LIFEBOAT_RETRIES")]
-    pub retries: u32,
+    #[arg(
+        long = "key",
+        visible_alias = "verify-key",
+        value_name = "FILE",
+        value_delimiter = ',',
+        env = "LIFEBOAT_VERIFY_KEY"
+    )]
+    pub keys: Vec<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -294,14 +316,27 @@ pub struct VerifyArgs {
     /// of several.
     #[arg(long = "key", value_name = "FILE", value_delimiter = ',', env = "LIFEBOAT_VERIFY_KEY")]
     pub keys: Vec<PathBuf>,
-    /// Keyless: the certificate identity (email or URI) to accept.
-    #[arg(long, conflicts_with = "identity_regex", requires = "issuer", env = "LIFEBOAT_VERIFY_IDENTITY")]
+    /// Keyless: the certificate identity (email or URI) to accept (as cosign's flag).
+    #[arg(
+        long = "certificate-identity",
+        alias = "identity",
+        value_name = "IDENTITY",
+        conflicts_with = "identity_regex",
+        requires = "issuer",
+        env = "LIFEBOAT_VERIFY_IDENTITY"
+    )]
     pub identity: Option<String>,
     /// Keyless: a regular expression the certificate identity must match.
-    #[arg(long, requires = "issuer", env = "LIFEBOAT_VERIFY_IDENTITY_REGEX")]
+    #[arg(
+        long = "certificate-identity-regexp",
+        alias = "identity-regex",
+        value_name = "REGEX",
+        requires = "issuer",
+        env = "LIFEBOAT_VERIFY_IDENTITY_REGEX"
+    )]
     pub identity_regex: Option<String>,
     /// Keyless: the OIDC issuer the certificate must name.
-    #[arg(long, env = "LIFEBOAT_VERIFY_ISSUER")]
+    #[arg(long = "certificate-oidc-issuer", alias = "issuer", value_name = "URL", env = "LIFEBOAT_VERIFY_ISSUER")]
     pub issuer: Option<String>,
     /// Keyless: the Sigstore trust root (`trusted_root.json`) certificates must chain to.
     #[arg(long, value_name = "FILE", env = "LIFEBOAT_VERIFY_TRUST_ROOT")]
@@ -310,36 +345,74 @@ pub struct VerifyArgs {
     #[arg(long = "annotation", value_name = "KEY=VALUE", value_delimiter = ',', env = "LIFEBOAT_VERIFY_ANNOTATIONS")]
     pub annotations: Vec<String>,
     /// Accept what this MirrorSet's `signatures` accept (needs `--dir`).
-    #[arg(long, requires = "dir", env = "LIFEBOAT_VERIFY_MIRROR_SET")]
+    #[arg(long, requires = "path", env = "LIFEBOAT_VERIFY_MIRROR_SET")]
     pub mirror_set: Option<String>,
     /// Desired-state folder: its Registry documents give credentials, CA files and plain-HTTP
     /// hosts, and `--mirror-set` its policy.
-    #[arg(long, env = "LIFEBOAT_DIR")]
+    #[arg(id = "path", long = "dir", value_name = "PATH", env = "LIFEBOAT_DIR")]
     pub dir: Option<PathBuf>,
     /// Reach the image's registry over plain HTTP (for one the desired state does not describe).
     #[arg(long, env = "LIFEBOAT_INSECURE")]
     pub insecure: bool,
-    /// Longest wait for one registry request.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// The desired state: a folder, or a branch of a Git repository.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// Folder holding the desired-state YAML files (default `.`); not with `--repo`.
+    #[arg(value_name = "PATH", env = "LIFEBOAT_DIR")]
+    pub path: Option<PathBuf>,
+    #[command(flatten)]
+    pub git: GitArgs,
+}
+
+/// How registries are reached.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Registries")]
+pub struct RegistryArgs {
+    /// Longest wait for one registry request, and for any read during a blob transfer. A host
+    /// that does not answer within it is not asked again for the rest of the pass.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "LIFEBOAT_TIMEOUT")]
     pub timeout: std::time::Duration,
-    /// Retries after a transient registry failure.
+    /// Retries after a transient registry failure (5xx, 429, connection error).
     #[arg(long, default_value_t = 4, env = "LIFEBOAT_RETRIES")]
     pub retries: u32,
 }
 
+/// The key that signs backup metadata.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Signing backup metadata")]
+pub struct SigningArgs {
+    /// Sign backup metadata with this cosign private key (`cosign generate-key-pair`).
+    #[arg(
+        long = "backup-signing-key",
+        visible_alias = "signing-key",
+        value_name = "FILE",
+        env = "LIFEBOAT_BACKUP_SIGNING_KEY"
+    )]
+    pub key: Option<PathBuf>,
+    /// The signing key's password. Prefer the environment variable: a flag's value shows in the
+    /// process list.
+    #[arg(
+        long = "signing-key-password",
+        value_name = "PASSWORD",
+        env = "LIFEBOAT_SIGNING_KEY_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// The same, under cosign's own variable, when LIFEBOAT_SIGNING_KEY_PASSWORD is not set.
+    #[arg(long = "cosign-password", value_name = "PASSWORD", env = "COSIGN_PASSWORD", hide_env_values = true)]
+    pub cosign_password: Option<String>,
+}
+
 #[derive(Debug, Args)]
-pub struct PassArgs {
-    /// Folder holding the desired-state YAML files (when no `--repo` is given).
-    #[arg(default_value = ".", env = "LIFEBOAT_DIR")]
-    pub path: PathBuf,
+pub struct PlanArgs {
     #[command(flatten)]
-    pub git: GitArgs,
-    /// Longest wait for one registry request, and for any read during a blob transfer.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "LIFEBOAT_TIMEOUT")]
-    pub timeout: std::time::Duration,
-    /// Retries after a transient registry failure (5xx, 429, connection error, timeout).
-    #[arg(long, default_value_t = 4, env = "LIFEBOAT_RETRIES")]
-    pub retries: u32,
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
@@ -354,7 +427,7 @@ pub struct ClusterArgs {
     #[arg(long = "cluster", value_enum, default_value = "auto", env = "LIFEBOAT_CLUSTER")]
     pub mode: ClusterMode,
     /// Namespace of the pre-pull DaemonSets of method kubelet (default: the pod's namespace,
-    /// from POD_NAMESPACE, else `lifeboat`).
+    /// from POD_NAMESPACE, else `lifeboat`). Plans name it even without a cluster.
     #[arg(long, value_name = "NAMESPACE", env = "LIFEBOAT_PREPULL_NAMESPACE")]
     pub prepull_namespace: Option<String>,
     /// Namespace of the node agents of method cri; they mount the runtime socket, so its Pod
@@ -362,7 +435,7 @@ pub struct ClusterArgs {
     #[arg(
         long,
         value_name = "NAMESPACE",
-        default_value = "lifeboat-node-agent",
+        default_value = DEFAULT_AGENT_NAMESPACE,
         env = "LIFEBOAT_NODE_AGENT_NAMESPACE"
     )]
     pub node_agent_namespace: String,
@@ -376,6 +449,11 @@ pub enum ClusterMode {
     Auto,
     Off,
 }
+
+/// Where Lifeboat's own objects go when neither a flag nor the pod's namespace says.
+pub const DEFAULT_NAMESPACE: &str = "lifeboat";
+/// The node agents' namespace, likewise (it must allow privileged pods).
+pub const DEFAULT_AGENT_NAMESPACE: &str = "lifeboat-node-agent";
 
 /// Where the desired state comes from when it lives in Git.
 #[derive(Debug, Clone, Args)]
@@ -394,9 +472,13 @@ pub struct GitArgs {
     /// User name for https (default `x-access-token` when only a password or token is given).
     #[arg(long, env = "LIFEBOAT_GIT_USERNAME")]
     pub git_username: Option<String>,
-    /// File holding the https password or access token (or set LIFEBOAT_GIT_PASSWORD).
-    #[arg(long, value_name = "FILE", env = "LIFEBOAT_GIT_PASSWORD_FILE")]
+    /// File holding the https password or access token.
+    #[arg(long, value_name = "FILE", env = "LIFEBOAT_GIT_PASSWORD_FILE", conflicts_with = "git_password")]
     pub git_password_file: Option<PathBuf>,
+    /// The https password or access token itself. Prefer the environment variable or
+    /// `--git-password-file`: a flag's value shows in the process list.
+    #[arg(long, value_name = "TOKEN", env = "LIFEBOAT_GIT_PASSWORD", hide_env_values = true)]
+    pub git_password: Option<String>,
     /// Private key for ssh remotes.
     #[arg(long, value_name = "FILE", env = "LIFEBOAT_GIT_SSH_KEY")]
     pub git_ssh_key: Option<PathBuf>,
@@ -442,7 +524,11 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     #[command(flatten)]
-    pub pass: PassArgs,
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[command(flatten)]
     pub status: StatusArgs,
     /// Print the plan and change nothing (the same as `lifeboat plan`).
@@ -453,7 +539,11 @@ pub struct ApplyArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
-    pub pass: PassArgs,
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[command(flatten)]
     pub status: StatusArgs,
     /// Address of the HTTP endpoints (/healthz, /readyz, /metrics, /trigger, /webhook).
@@ -476,16 +566,15 @@ pub struct RunArgs {
     /// Lifeboat runs alone and needs no Kubernetes.
     #[arg(long, env = "LIFEBOAT_LEASE")]
     pub lease: Option<String>,
-    /// Namespace of the Lease (default: the pod's namespace, from POD_NAMESPACE).
+    /// Namespace of the Lease (default: the pod's namespace, from POD_NAMESPACE, else
+    /// `lifeboat`).
     #[arg(long, env = "LIFEBOAT_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
     /// A folder on the mirror registry's storage filesystem, for the storage metrics.
     #[arg(long, value_name = "DIR", env = "LIFEBOAT_STORAGE_PATH")]
     pub storage_path: Option<PathBuf>,
-    /// Sign the metadata of scheduled backups with this cosign private key; its password
-    /// comes from LIFEBOAT_SIGNING_KEY_PASSWORD or COSIGN_PASSWORD.
-    #[arg(long, value_name = "FILE", env = "LIFEBOAT_BACKUP_SIGNING_KEY")]
-    pub backup_signing_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub signing: SigningArgs,
 }
 
 #[derive(Debug, Args)]
@@ -497,8 +586,9 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
-    /// Git repository (work tree, bare repository, or any folder inside one).
-    #[arg(long, default_value = ".", env = "LIFEBOAT_REPO")]
+    /// Git repository holding the desired state, as for every command; `diff` reads a local one
+    /// (work tree, bare repository, or any folder inside one), never a remote URL.
+    #[arg(id = "url", long = "repo", value_name = "PATH", default_value = ".", env = "LIFEBOAT_REPO")]
     pub repo: PathBuf,
     /// Revision before the change, such as `origin/main` or `HEAD~1`.
     #[arg(long, env = "LIFEBOAT_BASE")]
@@ -506,7 +596,7 @@ pub struct DiffArgs {
     /// Revision after the change.
     #[arg(long, default_value = "HEAD", env = "LIFEBOAT_HEAD")]
     pub head: String,
-    /// Folder of the desired state inside the repository.
-    #[arg(long, env = "LIFEBOAT_PATH")]
+    /// Folder of the desired state inside the repository (default: the whole repository).
+    #[arg(id = "subdir", long = "path", value_name = "DIR", env = "LIFEBOAT_PATH")]
     pub path: Option<String>,
 }

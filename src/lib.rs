@@ -1,11 +1,18 @@
 //! Lifeboat keeps Kubernetes clusters deployable when their container registries fail.
 //!
-//! The pipeline runs one way: Git ([`repo`], [`git`]) → [`desired`] (validated desired state) →
-//! [`observe`] → [`plan`] → [`apply`] → [`status`] → Git; [`reconcile`] alone knows that order,
-//! and [`daemon`] runs it on schedules. [`diff`] tells offline what a change to the desired state
-//! will do. [`nodeagent`] is the `cri` pre-pull method's agent on each node, reporting through
-//! [`cluster::inventory`]. The `lifeboat` binary only parses arguments, starts logging and maps
-//! results to exit codes.
+//! A pass runs one way: Git ([`repo`], [`git`]) → [`desired`] (validated desired state) →
+//! [`observe`] → [`plan`] (pure) → [`apply`] → [`status`] (pure) → Git. [`reconcile`] alone
+//! knows that order, for every caller: the one-shot commands and [`daemon`], which only
+//! decides when each part runs. What a pass did, and the one rule for how it ended, is
+//! [`outcome`]; every check answers with a [`readiness::Readiness`], and every "could not look"
+//! is an [`observed::Observed`]. [`prepull`] is the pure side of node pre-pull, [`diff`] tells
+//! offline what a change to the desired state will do, [`backup`] writes and restores
+//! air-gapped archives, and [`nodeagent`] is the `cri` pre-pull method's agent on each node.
+//!
+//! Each external crate has one owner: git2 → [`git`], oci-client and sigstore → [`registry`],
+//! kube and k8s-openapi → [`cluster`], the CRI client → [`nodeagent`]. The command line
+//! ([`cli`], [`commands`]) sits on top and nothing below it imports it: the `lifeboat` binary
+//! parses arguments into configuration, calls the library and maps results to exit codes.
 
 pub mod apply;
 pub mod backup;
@@ -19,8 +26,11 @@ pub mod git;
 pub mod metrics;
 pub mod nodeagent;
 pub mod observe;
+pub mod observed;
+pub mod outcome;
 pub mod plan;
 pub mod prepull;
+pub mod readiness;
 pub mod reconcile;
 pub mod registry;
 pub mod repo;

@@ -12,9 +12,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::plan::render::OutcomeResult;
+use crate::outcome::{OutcomeResult, SetPass, SetResult};
 use crate::registry::Verdict;
-use crate::status::{Rendered, SetPass};
+use crate::status::Rendered;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SetLabel {
@@ -54,17 +54,32 @@ type Seconds = Gauge<f64, AtomicU64>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunResult {
     Success,
+    /// Done, but desired images need a person (see [`crate::outcome`]).
+    Stalled,
     Failure,
     /// Not started: the previous run of the set was still going.
     Skipped,
 }
 
 impl RunResult {
+    const ALL: [RunResult; 4] = [RunResult::Success, RunResult::Stalled, RunResult::Failure, RunResult::Skipped];
+
     fn label(self) -> &'static str {
         match self {
             RunResult::Success => "success",
+            RunResult::Stalled => "stalled",
             RunResult::Failure => "failure",
             RunResult::Skipped => "skipped",
+        }
+    }
+
+    /// The run a pass that ended so counts as.
+    pub fn of(result: SetResult) -> RunResult {
+        match result {
+            SetResult::Succeeded | SetResult::NotRunYet => RunResult::Success,
+            SetResult::Stalled => RunResult::Stalled,
+            // A pass the daemon runs is applied, never pending; were it, it did not sync.
+            SetResult::Pending | SetResult::Failed => RunResult::Failure,
         }
     }
 }
@@ -160,7 +175,7 @@ impl Metrics {
             runs: registered(
                 r,
                 "sync_runs",
-                "Syncs of the MirrorSet by result (success, failure, skipped)",
+                "Syncs of the MirrorSet by result (success, stalled, failure, skipped)",
                 Family::default(),
             ),
             duration: registered(
@@ -303,7 +318,7 @@ impl Metrics {
         use crate::prepull::coverage::GcAudit;
         // While the cluster cannot be read, the last values stay: alerts on coverage must not
         // fall silent exactly when the API server is in trouble.
-        if pass.unknown {
+        if pass.daemon_sets.is_unknown() {
             return;
         }
         for family in [&self.prepull_nodes, &self.prepull_covered, &self.prepull_images] {
@@ -316,8 +331,10 @@ impl Metrics {
         let mut nodes: std::collections::BTreeMap<&str, &GcAudit> = std::collections::BTreeMap::new();
         for (name, set) in &pass.sets {
             let label = PrePullLabel { pre_pull_set: name.clone() };
-            self.prepull_images.get_or_create(&label).set(set.images.len() as i64);
-            let Some(coverage) = &set.coverage else { continue };
+            if let Some(images) = set.images.present() {
+                self.prepull_images.get_or_create(&label).set(images.len() as i64);
+            }
+            let Some(coverage) = set.coverage.present() else { continue };
             self.prepull_ratio.get_or_create(&label).set(coverage.ratio());
             self.prepull_nodes.get_or_create(&label).set(coverage.nodes.len() as i64);
             self.prepull_covered.get_or_create(&label).set(coverage.covered() as i64);
@@ -361,7 +378,9 @@ impl Metrics {
         }
         if let Some(a) = &o.newest {
             self.backup_size.get_or_create(&policy).set(a.size as i64);
-            self.backup_integrity.get_or_create(&policy).set(i64::from(a.integrity == Some(true)));
+            self.backup_integrity
+                .get_or_create(&policy)
+                .set(i64::from(a.integrity == crate::readiness::Readiness::Pass));
             self.backup_encrypted.get_or_create(&policy).set(i64::from(a.encrypted));
         }
     }
@@ -379,7 +398,7 @@ impl Metrics {
             family.remove(&policy);
         }
         self.backup_last_success.remove(&policy);
-        for result in [RunResult::Success, RunResult::Failure, RunResult::Skipped] {
+        for result in RunResult::ALL {
             self.backup_runs.remove(&BackupRunLabels { policy: name.to_string(), result: result.label() });
         }
     }
@@ -387,8 +406,7 @@ impl Metrics {
     /// A finished sync of one set.
     pub fn record_pass(&self, name: &str, pass: &SetPass) {
         let set = SetLabel { mirror_set: name.to_string() };
-        let result = if pass.succeeded() { RunResult::Success } else { RunResult::Failure };
-        self.record_run(name, result);
+        self.record_run(name, RunResult::of(pass.result()));
         let end = pass.finished.timestamp_millis() as f64 / 1000.0;
         self.last_run.get_or_create(&set).set(end);
         if let Some(t) = pass.last_success {
@@ -397,7 +415,7 @@ impl Metrics {
         let took = (pass.finished - pass.started).num_milliseconds().max(0) as f64 / 1000.0;
         self.duration.get_or_create(&set).observe(took);
         let mut rejected = pass.plan.rejections() as u64;
-        for o in &pass.outcomes {
+        for o in pass.outcomes() {
             if let OutcomeResult::Done { report } = &o.result {
                 self.bytes.get_or_create(&set).inc_by(report.bytes_copied);
                 self.blobs.get_or_create(&set).inc_by(report.blobs_copied);
@@ -411,7 +429,7 @@ impl Metrics {
 
     /// Starts a set's run counters at zero, so the first failure is an increase alerts see.
     pub fn declare_set(&self, name: &str) {
-        for result in [RunResult::Success, RunResult::Failure, RunResult::Skipped] {
+        for result in RunResult::ALL {
             let _ = self.runs.get_or_create(&RunLabels { mirror_set: name.to_string(), result: result.label() });
         }
     }
@@ -419,7 +437,7 @@ impl Metrics {
     /// Drops the series of a set that left the desired state, so no alert fires for it.
     pub fn forget_set(&self, name: &str) {
         let set = SetLabel { mirror_set: name.to_string() };
-        for result in [RunResult::Success, RunResult::Failure, RunResult::Skipped] {
+        for result in RunResult::ALL {
             self.runs.remove(&RunLabels { mirror_set: name.to_string(), result: result.label() });
         }
         self.last_success.remove(&set);

@@ -1,6 +1,6 @@
 //! Where the desired state comes from (a folder, or a branch of a Git repository) and where the
-//! status report goes. Git work is blocking and runs on the blocking pool; nothing here knows
-//! what a pass does.
+//! status report goes, from a [`Source`] the command line builds. Git work is blocking and runs
+//! on the blocking pool; nothing here knows what a pass does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,9 +9,45 @@ use std::sync::Arc;
 use anyhow::Context;
 use sha2::Digest as _;
 
-use crate::cli::{GitArgs, StatusArgs};
 use crate::desired::{self, DesiredState, Diagnostics, DirectorySource, LoadError, Source as _};
-use crate::git::{Checkout, Credentials, Publish, Published, Secret};
+use crate::git::{Checkout, Credentials, Publish, Published};
+
+/// Where the desired state comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A folder of YAML files.
+    Folder(PathBuf),
+    /// A branch of a Git repository.
+    Git(Box<GitSource>),
+}
+
+/// A branch of a Git repository holding the desired state, and where its status goes.
+#[derive(Debug, Clone)]
+pub struct GitSource {
+    pub url: String,
+    pub branch: String,
+    /// The folder of the desired state inside the repository.
+    pub subdir: Option<String>,
+    pub credentials: Credentials,
+    /// Apply only a desired state whose last change is signed by a key in this file.
+    pub verify_commits: Option<PathBuf>,
+    /// The status folder: never read as desired state, the only place status commits change.
+    pub status_path: String,
+    /// Where the clone lives (default: a temporary folder).
+    pub checkout_dir: Option<PathBuf>,
+    /// How status is committed; `None`: it is not.
+    pub status: Option<StatusTarget>,
+}
+
+/// How status commits are made.
+#[derive(Debug, Clone)]
+pub struct StatusTarget {
+    /// Default: the branch followed.
+    pub branch: Option<String>,
+    /// `Name <email>`.
+    pub author: String,
+    pub message: String,
+}
 
 /// The desired state as one fetch found it.
 #[derive(Debug, Clone)]
@@ -62,26 +98,10 @@ fn author(text: &str) -> anyhow::Result<(String, String)> {
 }
 
 impl Repo {
-    /// The desired state of `folder`, or of the repository `git` names.
-    pub fn new(folder: &Path, git: &GitArgs, status: Option<&StatusArgs>) -> anyhow::Result<Repo> {
-        let Some(url) = &git.url else {
-            return Ok(Repo { kind: Kind::Folder(folder.to_path_buf()) });
-        };
-        let password = match (&git.git_password_file, std::env::var("LIFEBOAT_GIT_PASSWORD")) {
-            (Some(file), _) => Some(
-                std::fs::read_to_string(file)
-                    .with_context(|| format!("reading --git-password-file {}", file.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            (None, Ok(value)) if !value.is_empty() => Some(value),
-            _ => None,
-        };
-        let credentials = Credentials {
-            username: git.git_username.clone(),
-            password: password.map(Secret::new),
-            ssh_key: git.git_ssh_key.clone(),
-            known_hosts: git.git_known_hosts.clone(),
+    pub fn new(source: &Source) -> anyhow::Result<Repo> {
+        let git = match source {
+            Source::Folder(folder) => return Ok(Repo { kind: Kind::Folder(folder.clone()) }),
+            Source::Git(git) => git,
         };
         let (dir, temporary) = match &git.checkout_dir {
             Some(dir) => (dir.clone(), None),
@@ -91,35 +111,44 @@ impl Repo {
             }
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating --checkout-dir {}", dir.display()))?;
-        let checkout = Checkout::open(&dir.join("repo.git"), url, credentials)?;
-        let status = match status {
-            Some(s) if !s.no_status => {
-                let (author_name, author_email) = author(&s.status_author)?;
+        let checkout = Checkout::open(&dir.join("repo.git"), &git.url, git.credentials.clone())?;
+        let status_path = git.status_path.trim_matches('/').to_string();
+        let status = match &git.status {
+            Some(s) => {
+                let (author_name, author_email) = author(&s.author)?;
                 Some(Publish {
-                    branch: s.status_branch.clone().unwrap_or_else(|| git.branch.clone()),
-                    path: git.status_path.trim_matches('/').to_string(),
+                    branch: s.branch.clone().unwrap_or_else(|| git.branch.clone()),
+                    path: status_path.clone(),
                     author_name,
                     author_email,
-                    message: s.status_message.clone(),
+                    message: s.message.clone(),
                     attempts: 5,
                     backoff: std::time::Duration::from_millis(200),
                 })
             }
-            _ => None,
+            None => None,
         };
         Ok(Repo {
             kind: Kind::Git(Box::new(GitRepo {
                 checkout: Arc::new(std::sync::Mutex::new(checkout)),
-                url: url.clone(),
+                url: git.url.clone(),
                 branch: git.branch.clone(),
                 subdir: git.subdir.clone(),
                 work: dir.join("trees"),
-                status_path: git.status_path.trim_matches('/').to_string(),
+                status_path,
                 status,
                 signers: git.verify_commits.as_deref().map(crate::git::AllowedSigners::new).transpose()?,
                 _temporary: temporary,
             })),
         })
+    }
+
+    /// The branch followed, when the desired state comes from Git.
+    pub fn branch(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Folder(_) => None,
+            Kind::Git(g) => Some(&g.branch),
+        }
     }
 
     /// What to call the source in messages.

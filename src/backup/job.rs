@@ -223,7 +223,9 @@ fn observe_one(policy: &str, destination: &str, last_error: Option<String>) -> c
         created_at: e.created_at,
         size: e.size(),
         aggregate: e.record().map(|r| r.aggregate.clone()).unwrap_or_default(),
-        integrity: e.record().map(|_| e.verified()),
+        integrity: e
+            .record()
+            .map_or(crate::readiness::Readiness::Unknown, |_| crate::readiness::Readiness::of(e.verified())),
         checked: e.record().map_or("no record".into(), |r| r.integrity.how.describe().to_string()),
         encrypted: e.encrypted(),
         images: e.record().map_or(0, |r| r.images),

@@ -22,24 +22,20 @@ pub struct Election {
 }
 
 impl Election {
-    /// Starts competing for the Lease `name` in `namespace` (default: POD_NAMESPACE, then
-    /// `default`), as POD_NAME (or the host name). `wake` is notified when this replica leads
-    /// and another one asked for a sync (with `sync_all` set when every set should run).
+    /// Starts competing for the Lease `name` in `namespace`, as POD_NAME (from the downward
+    /// API; else the host name). `wake` is notified when this replica leads and another one
+    /// asked for a sync (with `sync_all` set when every set should run).
     pub async fn start(
         name: &str,
-        namespace: Option<&str>,
+        namespace: &str,
         wake: Arc<Notify>,
         sync_all: Arc<AtomicBool>,
     ) -> anyhow::Result<Election> {
         let client = super::in_cluster_client().await?;
-        let namespace = namespace
-            .map(str::to_string)
-            .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .unwrap_or_else(|| "default".into());
         let identity = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| format!("lifeboat-{}", std::process::id()));
-        Ok(Election::with_lock(LeaseLock::new(client, &namespace, name, &identity, LEASE), wake, sync_all))
+        Ok(Election::with_lock(LeaseLock::new(client, namespace, name, &identity, LEASE), wake, sync_all))
     }
 
     /// Competes with `lock`, renewing every third of the Lease's duration.

@@ -108,6 +108,28 @@ fn config_map(namespace: &str, name: &str, inventory: &Inventory) -> ConfigMap {
     }
 }
 
+/// Where a node agent reports its inventories: the cluster it runs in, and a namespace.
+pub struct Reporter {
+    client: kube::Client,
+    namespace: String,
+}
+
+impl Reporter {
+    /// The cluster of the pod's service account (or the kubeconfig).
+    pub async fn connect(namespace: String) -> anyhow::Result<Reporter> {
+        Ok(Reporter { client: super::in_cluster_client().await?, namespace })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// [`publish`]es one inventory.
+    pub async fn publish(&self, inventory: &Inventory) -> Result<(), ClusterError> {
+        publish(&self.client, &self.namespace, inventory).await
+    }
+}
+
 /// What one attempt at writing did.
 enum Written {
     Done,

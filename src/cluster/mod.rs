@@ -16,6 +16,8 @@ pub mod fake;
 pub mod inventory;
 pub mod lease;
 pub mod prepull;
+#[cfg(test)]
+mod prepull_tests;
 pub mod render;
 #[cfg(test)]
 mod tests;
@@ -25,6 +27,12 @@ use anyhow::Context as _;
 pub use election::Election;
 pub use error::{ClusterError, ErrorKind};
 pub use lease::{Leadership, LeaseLock};
+
+/// The namespace of the pod Lifeboat runs in, from the downward API (`POD_NAMESPACE`), when it
+/// runs in one: the default for every namespace Lifeboat works in.
+pub fn pod_namespace() -> Option<String> {
+    std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty())
+}
 
 /// A client for the cluster Lifeboat runs in: the kubeconfig's current context when there is
 /// one (`KUBECONFIG`, then `~/.kube/config`), else the pod's service account.

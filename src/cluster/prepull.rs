@@ -56,6 +56,12 @@ impl PrePullCluster {
         PrePullCluster { client, settings, url }
     }
 
+    /// The cluster of the kubeconfig or the pod's service account, or why there is none.
+    pub async fn connect(settings: RenderSettings) -> Result<PrePullCluster, String> {
+        let (client, url) = super::cluster_client().await.map_err(|e| format!("no cluster configured ({e:#})"))?;
+        Ok(PrePullCluster::new(client, settings, url))
+    }
+
     fn namespaces(&self) -> Vec<&str> {
         let mut namespaces = vec![self.settings.namespace.as_str()];
         if self.settings.agent_namespace != self.settings.namespace {

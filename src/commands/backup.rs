@@ -6,15 +6,16 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::{exit, fetch, registry_for, runtime, write_out};
+use super::{exit, json, report_invalid, runtime, write_out};
 use crate::backup::restore::{self, Checked, Destination};
 use crate::backup::sink::{self, Identities};
 use crate::backup::{archive, catalog, job};
 use crate::cli::{BackupExportArgs, BackupVerifyArgs, IdentityArgs, Output, RestoreArgs};
 use crate::desired::{self, DesiredState};
-use crate::plan::render;
-use crate::registry::cosign::{BlobSigner, TrustPolicy, TrustedKey};
-use crate::registry::{Options, RegistryClient, Verdict};
+use crate::readiness::Readiness;
+use crate::reconcile::{self, Loaded};
+use crate::registry::cosign::{TrustPolicy, TrustedKey};
+use crate::registry::{RegistryClient, Verdict};
 use crate::repo::Repo;
 
 /// A byte-count progress bar on stderr, drawn only when stderr is a terminal; without a total
@@ -34,21 +35,18 @@ fn identities(args: &IdentityArgs) -> anyhow::Result<Identities> {
     if args.files.is_empty() { Ok(Identities::none()) } else { Identities::load(&args.files) }
 }
 
-/// The signing key of `--signing-key`, with its password from the environment.
-pub fn signer(path: &Path) -> anyhow::Result<BlobSigner> {
-    let password = std::env::var("LIFEBOAT_SIGNING_KEY_PASSWORD")
-        .or_else(|_| std::env::var("COSIGN_PASSWORD"))
-        .unwrap_or_default();
-    let pem = std::fs::read(path).with_context(|| format!("reading --signing-key {}", path.display()))?;
-    BlobSigner::from_encrypted_pem(&path.display().to_string(), &pem, password.as_bytes())
-}
-
 pub fn export(args: &BackupExportArgs, output: Output) -> anyhow::Result<u8> {
-    let repo = Repo::new(&args.pass.path, &args.pass.git, None)?;
+    let repo = Repo::new(&super::source(&args.source, None)?)?;
     let rt = runtime()?;
-    let (snapshot, Some(state)) = fetch(&repo, &rt, output)? else {
-        return Ok(exit::ERROR);
+    let ctx = match rt.block_on(reconcile::load(&repo, &super::registry_setup(&args.registry)))? {
+        Loaded::Valid(ctx) => ctx,
+        Loaded::Invalid(invalid) => {
+            report_invalid(&invalid.diagnostics, output, invalid.commit.as_deref())?;
+            return Ok(exit::ERROR);
+        }
     };
+    super::warn(&ctx.state.warnings);
+    let state = &ctx.state;
     let Some(spec) = state.backup_policies.get(&args.policy).cloned() else {
         anyhow::bail!(
             "there is no BackupPolicy {} in the desired state; it has: {}",
@@ -61,24 +59,23 @@ pub fn export(args: &BackupExportArgs, output: Output) -> anyhow::Result<u8> {
         Some(path) => Some(base_name(path, &destination)?),
         None => None,
     };
-    let registry = registry_for(&snapshot.root, &state, args.pass.timeout, args.pass.retries)?;
     let job = job::Job {
         policy: args.policy.clone(),
         spec,
         destination,
         base,
-        signer: args.signing_key.as_deref().map(signer).transpose()?.map(Arc::new),
+        signer: super::signer(&args.signing)?.map(Arc::new),
         identities: Arc::new(identities(&args.identities)?),
-        desired_revision: revision(&snapshot),
+        desired_revision: Some(ctx.revision()),
     };
     let bar = progress_bar(None, "exporting");
     let counter = bar.clone();
-    let exported = rt.block_on(job::export(&state, &registry, job, move |n| counter.inc(n)))?;
+    let exported = rt.block_on(reconcile::export_backup(&ctx, job, move |n| counter.inc(n)))?;
     bar.finish_and_clear();
     let record = &exported.record;
     let passed = exported.problems.is_empty();
     write_out(&match output {
-        Output::Json => render::json(&serde_json::json!({
+        Output::Json => json(&serde_json::json!({
             "archive": exported.path.display().to_string(),
             "record": record,
             "missing": exported.missing,
@@ -113,19 +110,17 @@ pub fn export(args: &BackupExportArgs, output: Output) -> anyhow::Result<u8> {
             text
         }
     })?;
-    Ok(if passed && exported.missing.is_empty() { exit::OK } else { exit::ERROR })
+    // Written and verified but incomplete: a person must get the missing images mirrored.
+    Ok(match (passed, exported.missing.is_empty()) {
+        (true, true) => exit::OK,
+        (true, false) => exit::ATTENTION,
+        (false, _) => exit::ERROR,
+    })
 }
 
 fn names<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let list: Vec<&str> = names.map(String::as_str).collect();
     if list.is_empty() { "none".into() } else { list.join(", ") }
-}
-
-fn revision(snapshot: &crate::repo::Snapshot) -> Option<String> {
-    match (&snapshot.commit, &snapshot.tree) {
-        (Some(commit), tree) => Some(format!("commit {commit}, tree {tree}")),
-        (None, tree) => Some(format!("tree {tree}")),
-    }
 }
 
 /// The archive name of `--base`, which must be in the destination folder.
@@ -197,9 +192,9 @@ pub fn verify(args: &BackupVerifyArgs, output: Output) -> anyhow::Result<u8> {
     }
     let passed = problems.is_empty();
     write_out(&match output {
-        Output::Json => render::json(&serde_json::json!({
+        Output::Json => json(&serde_json::json!({
             "archive": path.display().to_string(),
-            "result": if passed { "PASS" } else { "FAIL" },
+            "result": Readiness::of(passed),
             "checked": how.describe(),
             "files": files,
             "metadataSigned": signature,
@@ -223,7 +218,7 @@ pub fn verify(args: &BackupVerifyArgs, output: Output) -> anyhow::Result<u8> {
             text
         }
     })?;
-    Ok(if passed { exit::OK } else { exit::CHANGES })
+    Ok(if passed { exit::OK } else { exit::ATTENTION })
 }
 
 /// The record beside an archive (given by its path or its first part), if any.
@@ -273,8 +268,7 @@ pub fn restore(args: &RestoreArgs, output: Output) -> anyhow::Result<u8> {
             limits: desired::Limits::default(),
         },
     );
-    let options = Options { timeout: args.timeout, retries: args.retries, ..Options::default() };
-    let client = RegistryClient::new(&state, None, options)?;
+    let client = RegistryClient::new(&state, None, super::registry_options(&args.registry))?;
     let total = chain.iter().map(|c| c.metadata.blobs.stored_bytes).sum();
     let bar = progress_bar(Some(total), "restoring");
     let summary = rt.block_on(restore::restore(&client, &chain, &to, &|n| bar.inc(n)))?;
@@ -282,10 +276,10 @@ pub fn restore(args: &RestoreArgs, output: Output) -> anyhow::Result<u8> {
 
     // Optionally check each restored image's signature where it now lives.
     let mut verdicts = Vec::new();
-    if !args.verify_keys.is_empty() {
+    if !args.keys.is_empty() {
         let mut policy = TrustPolicy::default();
-        for path in &args.verify_keys {
-            let pem = std::fs::read(path).with_context(|| format!("reading --verify-key {}", path.display()))?;
+        for path in &args.keys {
+            let pem = std::fs::read(path).with_context(|| format!("reading --key {}", path.display()))?;
             policy.keys.push(TrustedKey::from_pem(&path.display().to_string(), &pem)?);
         }
         for image in &chain[0].metadata.images {
@@ -297,7 +291,7 @@ pub fn restore(args: &RestoreArgs, output: Output) -> anyhow::Result<u8> {
     let unverified = verdicts.iter().filter(|(_, v)| !matches!(v, Verdict::Verified { .. })).count();
     let seconds = started.elapsed().as_secs_f64();
     write_out(&match output {
-        Output::Json => render::json(&serde_json::json!({
+        Output::Json => json(&serde_json::json!({
             "to": args.to,
             "summary": summary,
             "seconds": seconds,
@@ -327,7 +321,9 @@ pub fn restore(args: &RestoreArgs, output: Output) -> anyhow::Result<u8> {
             text
         }
     })?;
-    Ok(if unverified == 0 { exit::OK } else { exit::ERROR })
+    // Restored; with --key, an image whose signatures do not verify where it now lives is the
+    // answer "not verified", as `lifeboat verify` gives it.
+    Ok(if unverified == 0 { exit::OK } else { exit::ATTENTION })
 }
 
 /// One line of `backup list`.
@@ -341,7 +337,7 @@ struct BackupRow {
     images: Option<u64>,
     /// PASS, FAIL or UNKNOWN: the recorded check, FAIL when a recorded part is missing or has
     /// another size, UNKNOWN without a record.
-    integrity: &'static str,
+    integrity: Readiness,
     /// What the recorded check covered: `content`, or `stored` (the encrypted files only).
     checked: Option<crate::backup::catalog::IntegrityCheck>,
     checked_at: Option<String>,
@@ -353,7 +349,6 @@ struct BackupRow {
 
 impl BackupRow {
     fn new(entry: &crate::backup::catalog::Entry) -> BackupRow {
-        use crate::backup::catalog::IntegrityResult;
         let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let record = entry.record();
         BackupRow {
@@ -363,10 +358,9 @@ impl BackupRow {
             size: entry.size(),
             images: record.map(|r| r.images),
             integrity: match record {
-                None => "UNKNOWN",
-                Some(_) if !entry.complete() => "FAIL",
-                Some(r) if r.integrity.result == IntegrityResult::Pass => "PASS",
-                Some(_) => "FAIL",
+                None => Readiness::Unknown,
+                Some(_) if !entry.complete() => Readiness::Fail,
+                Some(r) => Readiness::of(r.passed()),
             },
             checked: record.map(|r| r.integrity.how),
             checked_at: record.map(|r| time(r.integrity.checked_at)),
@@ -382,7 +376,7 @@ pub fn list(dir: &std::path::Path, output: Output) -> anyhow::Result<u8> {
     use crate::backup::catalog::IntegrityCheck;
     let rows: Vec<BackupRow> = crate::backup::catalog::scan(dir)?.iter().rev().map(BackupRow::new).collect();
     if output == Output::Json {
-        write_out(&render::json(&rows))?;
+        write_out(&json(&rows))?;
         return Ok(exit::OK);
     }
     if rows.is_empty() {

@@ -7,46 +7,71 @@ use anyhow::Context as _;
 use tracing::{error, info};
 
 use super::{exit, runtime, write_out};
-use crate::cli::{NodeAgentArgs, Report};
+use crate::cli::{NodeAgentArgs, Output, Report};
 use crate::cluster::ErrorKind;
+use crate::cluster::inventory;
 use crate::nodeagent::cri::CriClient;
 use crate::nodeagent::{self, Settings};
 use crate::prepull::{ImageState, Inventory};
 
-/// `--once`: the round was reported, and some image is missing.
-const SOME_MISSING: u8 = 1;
-
+/// Where a round's inventory goes.
 enum Reporter {
-    Kubernetes { client: kube::Client, namespace: String },
-    Stdout,
+    Kubernetes(inventory::Reporter),
+    Stdout(Output),
 }
 
 impl Reporter {
     async fn report(&self, inventory: &Inventory) -> anyhow::Result<()> {
         match self {
-            Reporter::Stdout => {
+            Reporter::Stdout(Output::Json) => {
                 write_out(&(serde_json::to_string(inventory).context("writing the inventory as JSON")? + "\n"))
             }
-            Reporter::Kubernetes { client, namespace } => {
-                crate::cluster::inventory::publish(client, namespace, inventory).await.map_err(|e| {
-                    let fix = match e.kind {
-                        ErrorKind::Unauthorized => format!(
-                            ": the agent's service account needs get, create and update on configmaps in {namespace}"
-                        ),
-                        _ => String::new(),
-                    };
-                    anyhow::anyhow!("reporting the inventory: {e}{fix}")
-                })
-            }
+            Reporter::Stdout(_) => write_out(&summary(inventory)),
+            Reporter::Kubernetes(reporter) => reporter.publish(inventory).await.map_err(|e| {
+                let fix = match e.kind {
+                    ErrorKind::Unauthorized => format!(
+                        ": the agent's service account needs get, create and update on configmaps in {}",
+                        reporter.namespace()
+                    ),
+                    _ => String::new(),
+                };
+                anyhow::anyhow!("reporting the inventory: {e}{fix}")
+            }),
         }
     }
 }
 
-pub fn node_agent(args: &NodeAgentArgs) -> anyhow::Result<u8> {
-    runtime()?.block_on(run(args))
+/// One line for people: how many images are present, pulled and missing, and the first missing.
+fn summary(inventory: &Inventory) -> String {
+    let count = |f: fn(&ImageState) -> bool| inventory.images.iter().filter(|i| f(&i.state)).count();
+    let present = count(|s| matches!(s, ImageState::Present));
+    let pulled = count(|s| matches!(s, ImageState::Pulled));
+    let missing: Vec<String> = inventory
+        .images
+        .iter()
+        .filter_map(|i| match &i.state {
+            ImageState::Missing { reason } => Some(format!("{}: {reason}", i.reference)),
+            _ => None,
+        })
+        .collect();
+    let mut line = format!(
+        "node {}, PrePullSet {}: {present} present, {pulled} pulled, {} missing",
+        inventory.node,
+        inventory.set,
+        missing.len()
+    );
+    if let Some(first) = missing.first() {
+        line.push_str(&format!(" (first: {first})"));
+    }
+    line.push('\n');
+    line
 }
 
-async fn run(args: &NodeAgentArgs) -> anyhow::Result<u8> {
+pub fn node_agent(args: &NodeAgentArgs, output: Output) -> anyhow::Result<u8> {
+    runtime()?.block_on(run(args, output))
+}
+
+async fn run(args: &NodeAgentArgs, output: Output) -> anyhow::Result<u8> {
     let node = match (&args.node_name, args.report) {
         (Some(node), _) if !node.is_empty() => node.clone(),
         (_, Report::Kubernetes) => anyhow::bail!(
@@ -65,21 +90,21 @@ async fn run(args: &NodeAgentArgs) -> anyhow::Result<u8> {
         pull_timeout: args.pull_timeout,
     };
     let reporter = match args.report {
-        Report::Stdout => Reporter::Stdout,
-        Report::Kubernetes => Reporter::Kubernetes {
-            client: crate::cluster::in_cluster_client().await?,
-            namespace: args
+        Report::Stdout => Reporter::Stdout(output),
+        Report::Kubernetes => {
+            let namespace = args
                 .namespace
                 .clone()
-                .or_else(|| std::env::var("POD_NAMESPACE").ok())
-                .unwrap_or_else(|| "default".into()),
-        },
+                .or_else(crate::cluster::pod_namespace)
+                .unwrap_or_else(|| crate::cli::DEFAULT_AGENT_NAMESPACE.into());
+            Reporter::Kubernetes(inventory::Reporter::connect(namespace).await?)
+        }
     };
     if args.once {
         let inventory = round(&args.cri_socket, &settings).await?;
         reporter.report(&inventory).await?;
         let missing = inventory.images.iter().any(|i| matches!(i.state, ImageState::Missing { .. }));
-        return Ok(if missing { SOME_MISSING } else { exit::OK });
+        return Ok(if missing { exit::ATTENTION } else { exit::OK });
     }
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("watching for SIGTERM")?;

@@ -1,77 +1,65 @@
 //! The daemon's BackupPolicy schedule: each policy exports on its own cron, never twice at
 //! once, and its last failure is kept for the status until an export succeeds.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::schedule::Schedule;
 use crate::backup::job;
 use crate::backup::sink::Identities;
 use crate::desired::DesiredState;
 use crate::metrics::{Metrics, RunResult};
-use crate::registry::OciRegistry;
+use crate::reconcile::{self, Context};
 use crate::registry::cosign::BlobSigner;
 
-#[derive(Default)]
 pub(super) struct Backups {
-    /// When each policy exports next.
-    due: BTreeMap<String, DateTime<Utc>>,
-    running: BTreeSet<String>,
+    schedule: Schedule,
     /// The last export's failure, per policy, until one succeeds.
     pub(super) errors: BTreeMap<String, String>,
     pub(super) signer: Option<Arc<BlobSigner>>,
 }
 
 impl Backups {
+    pub(super) fn new(signer: Option<Arc<BlobSigner>>) -> Backups {
+        Backups { schedule: Schedule::default(), errors: BTreeMap::new(), signer }
+    }
+
     /// A new desired state: each policy's next run from its schedule (a restart does not
     /// export at once; the schedule decides).
     pub(super) fn follow(&mut self, state: &DesiredState, metrics: &Metrics) {
         let now = Utc::now();
-        for gone in self.due.keys().filter(|n| !state.backup_policies.contains_key(*n)) {
+        for gone in self.schedule.names().filter(|n| !state.backup_policies.contains_key(*n)) {
             metrics.forget_backup(gone);
         }
-        self.due = state
-            .backup_policies
-            .iter()
-            .filter_map(|(name, p)| p.schedule.next_after(&now).map(|t| (name.clone(), t)))
-            .collect();
+        self.schedule.follow(state.backup_policies.iter().map(|(name, p)| (name.clone(), p.schedule.next_after(&now))));
         self.errors.retain(|name, _| state.backup_policies.contains_key(name));
     }
 
     pub(super) fn next_due(&self) -> Option<DateTime<Utc>> {
-        self.due.values().min().copied()
+        self.schedule.next_due()
     }
 
     /// Every policy exports now (an explicit trigger).
     pub(super) fn all_due(&mut self) {
-        let now = Utc::now();
-        self.due.values_mut().for_each(|t| *t = now);
+        self.schedule.all_due(Utc::now());
     }
 
     /// The policies due now, moved to their next time; a policy still exporting is skipped.
     pub(super) fn take_due(&mut self, state: &DesiredState, metrics: &Metrics) -> Vec<String> {
         let now = Utc::now();
-        let due: Vec<String> = self.due.iter().filter(|(_, t)| **t <= now).map(|(n, _)| n.clone()).collect();
-        let mut start = Vec::new();
-        for name in due {
-            match state.backup_policies.get(&name).and_then(|p| p.schedule.next_after(&now)) {
-                Some(next) => self.due.insert(name.clone(), next),
-                None => self.due.remove(&name),
-            };
-            if !self.running.insert(name.clone()) {
-                tracing::warn!(policy = %name, "backup skipped: the previous export of this policy is still running");
-                metrics.record_backup_run(&name, RunResult::Skipped);
-                continue;
-            }
-            start.push(name);
+        let due = self.schedule.take_due(now, |name| state.backup_policies.get(name)?.schedule.next_after(&now));
+        for name in &due.skipped {
+            tracing::warn!(policy = %name, "backup skipped: the previous export of this policy is still running");
+            metrics.record_backup_run(name, RunResult::Skipped);
         }
-        start
+        due.start
     }
 
     pub(super) fn finished(&mut self, name: &str, result: Result<(), String>, metrics: &Metrics) {
-        self.running.remove(name);
+        self.schedule.finished(name);
         match result {
             Ok(()) => {
                 self.errors.remove(name);
@@ -86,7 +74,7 @@ impl Backups {
 
     /// A task ended without reporting (it panicked).
     pub(super) fn stopped(&mut self, name: &str, metrics: &Metrics) {
-        if self.running.contains(name) {
+        if self.schedule.is_running(name) {
             self.finished(name, Err("the export stopped on an internal error".into()), metrics);
         }
     }
@@ -94,26 +82,20 @@ impl Backups {
 
 /// One export, as the daemon runs it: no identity, so an encrypted archive is checked by its
 /// stored bytes.
-pub(super) async fn export(
-    state: Arc<DesiredState>,
-    registry: Arc<OciRegistry>,
-    name: String,
-    revision: String,
-    signer: Option<Arc<BlobSigner>>,
-) -> Result<(), String> {
-    let Some(spec) = state.backup_policies.get(&name).cloned() else {
+pub(super) async fn export(ctx: &Context, name: &str, signer: Option<Arc<BlobSigner>>) -> Result<(), String> {
+    let Some(spec) = ctx.state.backup_policies.get(name).cloned() else {
         return Err(format!("BackupPolicy {name} left the desired state"));
     };
     let job = job::Job {
-        policy: name.clone(),
+        policy: name.to_string(),
         destination: PathBuf::from(&spec.destination),
         spec,
         base: None,
         signer,
         identities: Arc::new(Identities::none()),
-        desired_revision: Some(format!("tree {revision}")),
+        desired_revision: Some(format!("tree {}", ctx.tree)),
     };
-    match job::export(&state, &registry, job, |_| {}).await {
+    match reconcile::export_backup(ctx, job, |_| {}).await {
         Ok(exported) if exported.problems.is_empty() && exported.missing.is_empty() => {
             tracing::info!(policy = %name, archive = %exported.path.display(), size = exported.record.size, "backup written and verified");
             Ok(())

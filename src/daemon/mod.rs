@@ -1,10 +1,15 @@
 //! `lifeboat run`: follows the desired state, runs each MirrorSet on its schedule, commits the
 //! status report and serves health, readiness, metrics, the trigger and the webhook.
 //!
-//! One control loop owns every decision (when to fetch, which set is due, whether this
-//! replica leads); syncs run as tasks and report back to it. It never exits on a failed
-//! fetch, pass or push: those are logged, counted and written into the status, and the loop
-//! goes on. SIGTERM stops scheduling and lets running syncs finish within a deadline.
+//! The daemon decides *when*: when to fetch, which set or backup is due, whether this replica
+//! leads. *What* a pass does, and in which order, is [`crate::reconcile`]'s: the daemon calls
+//! its stages (a set's sync, the nodes' pre-pull, a backup export, the status) and never
+//! orders I/O itself. It knows nothing of the command line: [`Config`] is built by `commands`.
+//!
+//! One control loop owns every decision; syncs and exports run as tasks and hand their
+//! results back to it. It never exits on a failed fetch, pass or push: those are logged,
+//! counted and written into the status, and the loop goes on. SIGTERM stops scheduling and
+//! lets running syncs finish within a deadline.
 //!
 //! It runs inside a `LocalSet`: syncs are tasks on the control loop's thread, as a one-shot
 //! `apply` runs on its caller's, while the HTTP server and the Lease run on the runtime's
@@ -12,29 +17,61 @@
 
 mod backups;
 mod http;
+mod schedule;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::cli::RunArgs;
-use crate::desired::{DesiredState, Diagnostics};
+use crate::desired::Diagnostics;
 use crate::metrics::{Metrics, RunResult};
-use crate::reconcile;
-use crate::registry::OciRegistry;
-use crate::repo::{Repo, Snapshot};
-use crate::status::{self, SetPass};
+use crate::outcome::SetPass;
+use crate::reconcile::{self, Loaded, Setup};
+use crate::registry::cosign::BlobSigner;
+use crate::repo::{Repo, Source};
+use crate::status;
+use schedule::Schedule;
 
 /// The longest a fetch or a status commit may hold up the control loop.
 const GIT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The same while stopping.
 const STOPPING_GIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one pre-pull pass (mirror lookups, cluster reads and writes) may take.
+const PRE_PULL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often the loop wakes at the latest, to follow the Lease.
+const LEASE_TICK: Duration = Duration::from_secs(5);
+
+/// Everything `lifeboat run` is told.
+pub struct Config {
+    pub source: Source,
+    pub setup: Setup,
+    /// Address of the HTTP endpoints.
+    pub listen: SocketAddr,
+    /// How often to fetch the desired state.
+    pub poll: Duration,
+    /// The bearer token that authorizes `POST /trigger`.
+    pub trigger_token: Option<String>,
+    /// The secret of the Git push webhook.
+    pub webhook_secret: Option<String>,
+    /// On SIGTERM, how long running syncs may take to finish.
+    pub shutdown_timeout: Duration,
+    /// A Lease (name, namespace): with several replicas only its holder applies.
+    pub lease: Option<(String, String)>,
+    /// A folder on the mirror registry's storage filesystem, for the storage metrics.
+    pub storage_path: Option<PathBuf>,
+    /// Signs the metadata of scheduled backups.
+    pub backup_signer: Option<BlobSigner>,
+    /// Commit the status at least this often even when nothing changed.
+    pub heartbeat: Option<chrono::Duration>,
+}
 
 /// What the endpoints share with the control loop.
 pub struct Shared {
@@ -53,68 +90,74 @@ pub struct Shared {
     pub branch: String,
 }
 
-/// The desired state being applied.
-struct Applied {
-    tree: String,
-    state: Arc<DesiredState>,
-    registry: Arc<OciRegistry>,
-}
-
-enum Done {
-    /// The start-up pass that copies what is missing.
-    Missing,
-    Set(String, Box<SetPass>),
-    Backup(String, Result<(), String>),
-}
-
 /// What a task does.
 #[derive(Debug, Clone)]
-enum Job {
-    Missing,
-    Set(String),
+enum Task {
+    /// The start-up pass that copies what is missing first.
+    MissingFirst,
+    Sync(String),
     Backup(String),
 }
 
-fn read_secret(file: &Option<std::path::PathBuf>, flag: &str) -> anyhow::Result<Option<String>> {
-    file.as_ref()
-        .map(|f| {
-            let text = std::fs::read_to_string(f).with_context(|| format!("reading {flag} {}", f.display()))?;
-            let text = text.trim().to_string();
-            anyhow::ensure!(!text.is_empty(), "{flag} {} is empty", f.display());
-            Ok(text)
-        })
-        .transpose()
+/// What a finished task hands back.
+enum Done {
+    MissingFirst,
+    Sync(String, Option<Box<SetPass>>),
+    Backup(String, Result<(), String>),
 }
 
-pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
-    let repo = Repo::new(&args.pass.path, &args.pass.git, Some(&args.status))?;
+/// Where the pass that copies missing images first stands, for the current desired state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MissingFirst {
+    /// Not run yet: no set starts before it.
+    Pending,
+    /// Running: no set starts meanwhile.
+    Running,
+    Done,
+}
+
+/// Runs until SIGTERM (or Ctrl-C).
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let (mut daemon, server) = start(config).await?;
+    daemon.serve().await?;
+    daemon.shutdown(server).await;
+    Ok(())
+}
+
+/// The HTTP server, and how to stop it.
+struct Server {
+    task: tokio::task::JoinHandle<()>,
+    stop: Arc<Notify>,
+}
+
+async fn start(config: Config) -> anyhow::Result<(Daemon, Server)> {
+    let repo = Repo::new(&config.source)?;
     let wake = Arc::new(Notify::new());
     let sync_all = Arc::new(AtomicBool::new(false));
-    let election = match &args.lease {
-        Some(name) => Some(
-            crate::cluster::Election::start(name, args.lease_namespace.as_deref(), wake.clone(), sync_all.clone())
-                .await?,
-        ),
+    let election = match &config.lease {
+        Some((name, namespace)) => {
+            Some(crate::cluster::Election::start(name, namespace, wake.clone(), sync_all.clone()).await?)
+        }
         None => None,
     };
     let shared = Arc::new(Shared {
-        metrics: Metrics::new(args.storage_path.clone()),
+        metrics: Metrics::new(config.storage_path.clone()),
         ready: AtomicBool::new(false),
         wake,
         sync_all,
         election,
-        trigger_token: read_secret(&args.trigger_token_file, "--trigger-token-file")?,
-        webhook_secret: read_secret(&args.webhook_secret_file, "--webhook-secret-file")?,
-        branch: args.pass.git.branch.clone(),
+        trigger_token: config.trigger_token.clone(),
+        webhook_secret: config.webhook_secret.clone(),
+        branch: repo.branch().unwrap_or_default().to_string(),
     });
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("listening on {} (--listen)", args.listen))?;
+        .with_context(|| format!("listening on {} (--listen)", config.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, source = %repo.describe(), "lifeboat is running");
-    let stop_http = Arc::new(Notify::new());
-    let server = {
-        let stop = stop_http.clone();
+    let stop = Arc::new(Notify::new());
+    let task = {
+        let stop = stop.clone();
         let app = http::router(shared.clone());
         tokio::spawn(async move {
             let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await }).await;
@@ -125,188 +168,185 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     };
     let mut daemon = Daemon {
         repo,
-        shared: shared.clone(),
-        args,
+        shared,
+        backups: backups::Backups::new(config.backup_signer.map(Arc::new)),
+        config: Settings {
+            setup: config.setup,
+            poll: config.poll,
+            shutdown_timeout: config.shutdown_timeout,
+            heartbeat: config.heartbeat,
+        },
         applied: None,
         invalid: None,
         passes: BTreeMap::new(),
-        due: BTreeMap::new(),
-        running: BTreeSet::new(),
-        missing_running: false,
-        missing_first: true,
-        rerun: BTreeSet::new(),
+        sets: Schedule::default(),
+        missing_first: MissingFirst::Done,
+        rerun: Default::default(),
         tasks: JoinSet::new(),
-        task_sets: std::collections::HashMap::new(),
-        backups: backups::Backups::default(),
+        running: HashMap::new(),
         alerts: status::shipped_alerts(),
         seeded: BTreeMap::new(),
         git_timeout: GIT_TIMEOUT,
-        cluster: crate::commands::cluster_for(&args.pass.cluster).await,
         pre_pull: Default::default(),
     };
-    if let Err(why) = &daemon.cluster {
-        tracing::info!(reason = %why, "pre-pull: no cluster, node coverage is not observed");
-    }
-    if let Some(path) = &args.backup_signing_key {
-        daemon.backups.signer = Some(Arc::new(crate::commands::backup_signer(path)?));
-    }
     daemon.seed_from_committed_status().await;
-    let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("watching for SIGTERM")?;
-    let mut next_fetch = tokio::time::Instant::now();
-    loop {
-        let leader = shared.election.as_ref().is_none_or(|l| l.is_leader());
-        shared.metrics.set_leader(leader);
-        let wait = daemon.next_wake(next_fetch, leader);
-        tokio::select! {
-            _ = tokio::time::sleep_until(wait) => {}
-            _ = shared.wake.notified() => {
-                next_fetch = tokio::time::Instant::now();
-                if shared.sync_all.swap(false, Ordering::SeqCst) {
-                    daemon.all_due();
-                }
-            }
-            Some(done) = done_rx.recv() => {
-                daemon.finished(done).await;
-                continue;
-            }
-            Some(joined) = daemon.tasks.join_next_with_id(), if !daemon.tasks.is_empty() => {
-                daemon.joined(joined);
-                continue;
-            }
-            _ = terminate.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
-        if tokio::time::Instant::now() >= next_fetch {
-            daemon.refresh().await;
-            next_fetch = tokio::time::Instant::now() + args.poll;
-            // Nodes join, pull and leave between syncs: with a cluster, every poll (and only the
-            // poll: a start-up syncs every set, and each would repeat it) applies the pre-pull
-            // DaemonSets and reads coverage; the status commits only when it changed.
-            if daemon.cluster.is_ok() {
-                daemon.pre_pull().await;
-                daemon.publish().await;
-            }
-        }
-        if leader {
-            daemon.start_due(&done_tx);
-        }
-    }
-    tracing::info!(running = daemon.running.len(), "stopping: no new syncs start");
-    // Status commits while stopping must fit in the pod's grace period.
-    daemon.git_timeout = STOPPING_GIT_TIMEOUT;
-    stop_http.notify_one();
-    let deadline = tokio::time::Instant::now() + args.shutdown_timeout;
-    while !daemon.tasks.is_empty() {
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {
-                tracing::warn!(running = daemon.running.len(), "syncs still running at the shutdown deadline are stopped; the next start converges");
-                daemon.tasks.abort_all();
-                break;
-            }
-            Some(done) = done_rx.recv() => daemon.finished(done).await,
-            Some(joined) = daemon.tasks.join_next_with_id() => daemon.joined(joined),
-        }
-    }
-    while let Ok(done) = done_rx.try_recv() {
-        daemon.finished(done).await;
-    }
-    drop(daemon);
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    // The HTTP server has let go of its handle: give the Lease up so a standby takes over now.
-    match Arc::into_inner(shared).map(|s| s.election) {
-        Some(Some(election)) => election.stop().await,
-        Some(None) => {}
-        None => tracing::warn!("the Lease is left to expire (15 s): the HTTP server did not stop in time"),
-    }
-    tracing::info!("stopped");
-    Ok(crate::commands::exit::OK)
+    Ok((daemon, Server { task, stop }))
 }
 
-/// How long one pre-pull pass (mirror lookups, cluster reads and writes) may take.
-const PRE_PULL_TIMEOUT: Duration = Duration::from_secs(120);
+/// What the daemon keeps of its configuration.
+struct Settings {
+    setup: Setup,
+    poll: Duration,
+    shutdown_timeout: Duration,
+    heartbeat: Option<chrono::Duration>,
+}
 
-struct Daemon<'a> {
+struct Daemon {
     repo: Repo,
     shared: Arc<Shared>,
-    args: &'a RunArgs,
-    applied: Option<Applied>,
+    config: Settings,
+    /// The desired state being applied.
+    applied: Option<reconcile::Context>,
     /// The newest desired state, when it is invalid, and its tree.
     invalid: Option<(Diagnostics, String)>,
     passes: BTreeMap<String, SetPass>,
-    /// When each MirrorSet runs next.
-    due: BTreeMap<String, DateTime<Utc>>,
-    /// Sets whose sync is running.
-    running: BTreeSet<String>,
-    /// The pass that copies missing images first is running; no set starts meanwhile.
-    missing_running: bool,
-    /// The pass that copies missing images first has not run yet for the current state.
-    missing_first: bool,
+    /// When each MirrorSet syncs next, and which are syncing.
+    sets: Schedule,
+    missing_first: MissingFirst,
     /// Sets that were running when a new desired state arrived: they run again once done.
-    rerun: BTreeSet<String>,
-    tasks: JoinSet<()>,
-    /// What each task does.
-    task_sets: std::collections::HashMap<tokio::task::Id, Job>,
+    rerun: std::collections::BTreeSet<String>,
+    tasks: JoinSet<Done>,
+    /// What each running task does.
+    running: HashMap<tokio::task::Id, Task>,
     backups: backups::Backups,
     alerts: Vec<String>,
     /// Last successes read from the committed status at start-up, until a pass has run.
     seeded: BTreeMap<String, DateTime<Utc>>,
     /// How long a status commit may take.
     git_timeout: Duration,
-    /// The cluster pre-pull works on, or why there is none.
-    cluster: Result<crate::cluster::prepull::PrePullCluster, String>,
     /// The last pre-pull pass.
     pre_pull: crate::prepull::PrePullPass,
 }
 
-impl Daemon<'_> {
+impl Daemon {
     /// Whether this replica applies (always, without a Lease).
     fn leads(&self) -> bool {
         self.shared.election.as_ref().is_none_or(|e| e.is_leader())
     }
 
-    /// A sync task ended: forget it; one that panicked frees its set and counts as failed.
-    fn joined(&mut self, joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
-        let (id, failure) = match joined {
-            Ok((id, ())) => (id, None),
-            Err(e) => (e.id(), Some(e)),
-        };
-        let (Some(job), Some(e)) = (self.task_sets.remove(&id), failure) else {
-            return;
-        };
-        let panicked = e.is_panic();
-        if panicked {
-            tracing::error!(?job, "a task stopped on an internal error; it runs again on its schedule");
-        }
-        match job {
-            Job::Set(name) => {
-                if panicked {
-                    self.shared.metrics.record_run(&name, RunResult::Failure);
+    /// The control loop, until SIGTERM or Ctrl-C.
+    async fn serve(&mut self) -> anyhow::Result<()> {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("watching for SIGTERM")?;
+        let mut next_fetch = tokio::time::Instant::now();
+        loop {
+            let leader = self.leads();
+            self.shared.metrics.set_leader(leader);
+            let wait = self.next_wake(next_fetch, leader);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wait) => {}
+                _ = self.shared.wake.notified() => {
+                    next_fetch = tokio::time::Instant::now();
+                    if self.shared.sync_all.swap(false, Ordering::SeqCst) {
+                        self.all_due();
+                    }
                 }
-                self.running.remove(&name);
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.joined(joined).await;
+                    continue;
+                }
+                _ = terminate.recv() => return Ok(()),
+                _ = tokio::signal::ctrl_c() => return Ok(()),
             }
-            Job::Backup(name) => self.backups.stopped(&name, &self.shared.metrics),
-            Job::Missing => self.finished_missing_first(),
+            if tokio::time::Instant::now() >= next_fetch {
+                self.refresh().await;
+                next_fetch = tokio::time::Instant::now() + self.config.poll;
+                // Nodes join, pull and leave between syncs: with a cluster, every poll (and only
+                // the poll: a start-up syncs every set, and each would repeat it) runs the
+                // pre-pull stage; the status commits only when it changed.
+                if self.config.setup.cluster.is_ok() {
+                    self.pre_pull().await;
+                    self.publish().await;
+                }
+            }
+            if leader {
+                self.start_due();
+            }
+        }
+    }
+
+    /// Stops scheduling, lets running tasks finish within the shutdown deadline, stops the HTTP
+    /// server and gives the Lease up.
+    async fn shutdown(mut self, server: Server) {
+        tracing::info!(running = self.running.len(), "stopping: no new syncs start");
+        // Status commits while stopping must fit in the pod's grace period.
+        self.git_timeout = STOPPING_GIT_TIMEOUT;
+        server.stop.notify_one();
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(running = self.running.len(), "syncs still running at the shutdown deadline are stopped; the next start converges");
+                    self.tasks.abort_all();
+                    break;
+                }
+                Some(joined) = self.tasks.join_next_with_id() => self.joined(joined).await,
+            }
+        }
+        let shared = self.shared.clone();
+        drop(self);
+        let _ = tokio::time::timeout(Duration::from_secs(5), server.task).await;
+        // The HTTP server has let go of its handle: give the Lease up so a standby takes over now.
+        match Arc::into_inner(shared).map(|s| s.election) {
+            Some(Some(election)) => election.stop().await,
+            Some(None) => {}
+            None => tracing::warn!("the Lease is left to expire (15 s): the HTTP server did not stop in time"),
+        }
+        tracing::info!("stopped");
+    }
+
+    fn spawn(&mut self, task: Task, work: impl std::future::Future<Output = Done> + 'static) {
+        let handle = self.tasks.spawn_local(work);
+        self.running.insert(handle.id(), task);
+    }
+
+    /// A task ended: hand its result on; one that panicked frees what it held and counts as
+    /// failed.
+    async fn joined(&mut self, joined: Result<(tokio::task::Id, Done), tokio::task::JoinError>) {
+        match joined {
+            Ok((id, done)) => {
+                self.running.remove(&id);
+                self.finished(done).await;
+            }
+            Err(e) => {
+                let Some(task) = self.running.remove(&e.id()) else { return };
+                if e.is_panic() {
+                    tracing::error!(?task, "a task stopped on an internal error; it runs again on its schedule");
+                }
+                match task {
+                    Task::Sync(name) => {
+                        if e.is_panic() {
+                            self.shared.metrics.record_run(&name, RunResult::Failure);
+                        }
+                        self.sets.finished(&name);
+                    }
+                    Task::Backup(name) => self.backups.stopped(&name, &self.shared.metrics),
+                    Task::MissingFirst => self.finished_missing_first(),
+                }
+            }
         }
     }
 
     fn next_wake(&self, next_fetch: tokio::time::Instant, leader: bool) -> tokio::time::Instant {
         let now = Utc::now();
         // Due times only matter when this replica can start something.
-        let can_start = leader && !self.missing_running;
-        let soonest = self
-            .due
-            .values()
-            .min()
-            .filter(|_| can_start)
-            .copied()
+        let sets = self.sets.next_due().filter(|_| leader && self.missing_first != MissingFirst::Running);
+        let soonest = sets
             .into_iter()
             .chain(self.backups.next_due().filter(|_| leader))
             .min()
             .map(|t| (t - now).to_std().unwrap_or_default());
-        let lease_tick = tokio::time::Instant::now() + Duration::from_secs(5);
-        let mut wake = next_fetch.min(lease_tick);
+        let mut wake = next_fetch.min(tokio::time::Instant::now() + LEASE_TICK);
         if let Some(d) = soonest {
             wake = wake.min(tokio::time::Instant::now() + d);
         }
@@ -316,8 +356,8 @@ impl Daemon<'_> {
     /// Fetches the desired state; a new valid one is applied at once, an invalid one is
     /// reported and the last valid one kept.
     async fn refresh(&mut self) {
-        let snapshot = match tokio::time::timeout(GIT_TIMEOUT, self.repo.fetch()).await {
-            Ok(Ok(s)) => s,
+        let loaded = match tokio::time::timeout(GIT_TIMEOUT, reconcile::load(&self.repo, &self.config.setup)).await {
+            Ok(Ok(loaded)) => loaded,
             Ok(Err(e)) => {
                 tracing::error!(error = format!("{e:#}"), "could not read the desired state; keeping the last one");
                 return;
@@ -332,55 +372,28 @@ impl Daemon<'_> {
         };
         self.shared.metrics.fetched(Utc::now());
         self.shared.ready.store(true, Ordering::SeqCst);
-        if self.invalid.as_ref().map(|(_, t)| t.as_str()) == Some(snapshot.tree.as_str()) {
+        let tree = match &loaded {
+            Loaded::Valid(ctx) => ctx.tree.clone(),
+            Loaded::Invalid(invalid) => invalid.tree.clone(),
+        };
+        if self.invalid.as_ref().map(|(_, t)| t.as_str()) == Some(tree.as_str()) {
             return;
         }
-        if self.applied.as_ref().map(|a| a.tree.as_str()) == Some(snapshot.tree.as_str()) {
+        if self.applied.as_ref().map(|a| a.tree.as_str()) == Some(tree.as_str()) {
             if self.invalid.take().is_some() {
                 // The invalid change was reverted: the state being applied is the newest again.
-                tracing::info!(tree = %snapshot.tree, "the desired state is valid again");
+                tracing::info!(tree = %tree, "the desired state is valid again");
                 self.shared.metrics.set_desired_valid(true);
                 self.publish().await;
             }
             return;
         }
-        let Snapshot { tree, commit, root, loaded } = snapshot;
-        match loaded.map_err(|d| (d, None)).and_then(|state| {
-            match crate::commands::registry_for(&root, &state, self.args.pass.timeout, self.args.pass.retries) {
-                Ok(registry) => Ok((state, registry)),
-                Err(e) => Err((Diagnostics::default(), Some(e))),
-            }
-        }) {
-            Ok((state, registry)) => {
-                tracing::info!(tree = %tree, commit = commit.as_deref().unwrap_or("-"), sets = state.mirror_sets.len(), "applying a new desired state");
-                self.shared.metrics.set_desired_valid(true);
-                for name in state.mirror_sets.keys() {
-                    self.shared.metrics.declare_set(name);
-                }
-                let now = Utc::now();
-                self.due = state.mirror_sets.keys().map(|n| (n.clone(), now)).collect();
-                for gone in self.passes.keys().chain(self.seeded.keys()).filter(|n| !state.mirror_sets.contains_key(*n))
-                {
-                    self.shared.metrics.forget_set(gone);
-                }
-                self.passes.retain(|name, _| state.mirror_sets.contains_key(name));
-                self.seeded.retain(|name, _| state.mirror_sets.contains_key(name));
-                // A set still syncing the previous state runs again once done, and what is
-                // missing under the new state is copied first.
-                self.rerun = self.running.clone();
-                self.missing_first = true;
-                self.backups.follow(&state, &self.shared.metrics);
-                self.applied = Some(Applied { tree, state: Arc::new(state), registry: Arc::new(registry) });
-                self.invalid = None;
-            }
-            Err((diagnostics, error)) => {
-                let mut diagnostics = diagnostics;
-                if let Some(e) = error {
-                    diagnostics.push(crate::desired::Diagnostic::error("(desired state)", format!("{e:#}")));
-                }
-                tracing::error!(tree = %tree, problems = %diagnostics, "the new desired state is invalid; nothing of it is applied, the last valid one is kept");
+        match loaded {
+            Loaded::Valid(ctx) => self.follow(*ctx),
+            Loaded::Invalid(invalid) => {
+                tracing::error!(tree = %invalid.tree, problems = %invalid.diagnostics, "the new desired state is invalid; nothing of it is applied, the last valid one is kept");
                 self.shared.metrics.set_desired_valid(false);
-                self.invalid = Some((diagnostics, tree));
+                self.invalid = Some((invalid.diagnostics, invalid.tree));
                 if self.leads() {
                     self.publish().await;
                 }
@@ -388,8 +401,33 @@ impl Daemon<'_> {
         }
     }
 
-    /// When the set last synced successfully, as far as this process or the committed status
-    /// knows: a restart does not forget it, so freshness alerts stay true.
+    /// A new valid desired state: every set is due now, after the pass that copies what is
+    /// missing first.
+    fn follow(&mut self, ctx: reconcile::Context) {
+        let state = &ctx.state;
+        tracing::info!(tree = %ctx.tree, commit = ctx.commit.as_deref().unwrap_or("-"), sets = state.mirror_sets.len(), "applying a new desired state");
+        self.shared.metrics.set_desired_valid(true);
+        for name in state.mirror_sets.keys() {
+            self.shared.metrics.declare_set(name);
+        }
+        let now = Utc::now();
+        for gone in self.passes.keys().chain(self.seeded.keys()).filter(|n| !state.mirror_sets.contains_key(*n)) {
+            self.shared.metrics.forget_set(gone);
+        }
+        self.sets.follow(state.mirror_sets.keys().map(|n| (n.clone(), Some(now))));
+        self.passes.retain(|name, _| state.mirror_sets.contains_key(name));
+        self.seeded.retain(|name, _| state.mirror_sets.contains_key(name));
+        // A set still syncing the previous state runs again once done, and what is missing
+        // under the new state is copied first.
+        self.rerun = self.sets.running_names();
+        self.missing_first = MissingFirst::Pending;
+        self.backups.follow(state, &self.shared.metrics);
+        self.applied = Some(ctx);
+        self.invalid = None;
+    }
+
+    /// When the set last synced, as far as this process or the committed status knows: a
+    /// restart does not forget it, so freshness alerts stay true.
     fn last_success(&self, name: &str) -> Option<DateTime<Utc>> {
         self.passes.get(name).and_then(|p| p.last_success).or_else(|| self.seeded.get(name).copied())
     }
@@ -406,115 +444,76 @@ impl Daemon<'_> {
             }
             Err(_) => return,
         };
-        let Some(index) = files.get(status::INDEX).and_then(|b| serde_yaml::from_slice::<status::Index>(b).ok()) else {
-            return;
-        };
-        for (name, set) in index.mirror_sets {
-            if let Some(at) = set.last_success.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) {
-                let at = at.with_timezone(&Utc);
-                self.shared.metrics.seed_last_success(&name, at);
-                self.seeded.insert(name, at);
-            }
+        for (name, at) in status::last_successes(&files) {
+            self.shared.metrics.seed_last_success(&name, at);
+            self.seeded.insert(name, at);
         }
     }
 
     /// Every set runs at once (a trigger or webhook).
     fn all_due(&mut self) {
-        let now = Utc::now();
-        if let Some(applied) = &self.applied {
-            self.due = applied.state.mirror_sets.keys().map(|n| (n.clone(), now)).collect();
-        }
+        self.sets.all_due(Utc::now());
         self.backups.all_due();
     }
 
-    /// Starts every set that is due, unless it is still running.
-    fn start_due(&mut self, done: &mpsc::Sender<Done>) {
-        let Some(applied) = &self.applied else {
+    /// Starts what is due: first the pass that copies what is missing, then each set that is
+    /// due (unless still running), and each backup policy that is due.
+    fn start_due(&mut self) {
+        let Some(ctx) = self.applied.clone() else {
             return;
         };
-        if self.missing_first {
-            if self.running.is_empty() && !self.missing_running {
-                self.missing_first = false;
-                self.missing_running = true;
-                let (state, registry, done) = (applied.state.clone(), applied.registry.clone(), done.clone());
-                let handle = self.tasks.spawn_local(async move {
-                    let pass = reconcile::run_missing_first(&state, &*registry).await;
+        match self.missing_first {
+            MissingFirst::Pending if self.sets.running() == 0 => {
+                self.missing_first = MissingFirst::Running;
+                self.spawn(Task::MissingFirst, async move {
+                    let pass = reconcile::mirror::missing_first(&ctx.state, &*ctx.registry).await;
                     tracing::info!(
                         copied = pass.outcomes.as_ref().map_or(0, Vec::len),
                         "start-up: missing images copied"
                     );
-                    let _ = done.send(Done::Missing).await;
+                    Done::MissingFirst
                 });
-                self.task_sets.insert(handle.id(), Job::Missing);
+                return;
             }
-            return;
-        }
-        if self.missing_running {
-            return;
+            MissingFirst::Pending | MissingFirst::Running => return,
+            MissingFirst::Done => {}
         }
         let now = Utc::now();
-        let due: Vec<String> = self.due.iter().filter(|(_, t)| **t <= now).map(|(n, _)| n.clone()).collect();
-        for name in due {
-            let Some(set) = applied.state.mirror_sets.get(&name) else {
-                self.due.remove(&name);
-                continue;
-            };
-            match set.schedule.next_after(&now) {
-                Some(next) => self.due.insert(name.clone(), next),
-                None => self.due.remove(&name),
-            };
-            if self.running.contains(&name) {
-                tracing::warn!(set = %name, "skipped: the previous sync of this set is still running");
-                self.shared.metrics.record_run(&name, RunResult::Skipped);
-                continue;
-            }
-            self.running.insert(name.clone());
-            let state = applied.state.only_mirror_set(&name);
-            let registry = applied.registry.clone();
-            let earlier: BTreeMap<String, DateTime<Utc>> =
-                self.last_success(&name).map(|t| (name.clone(), t)).into_iter().collect();
-            let done = done.clone();
-            let set = name.clone();
-            let handle = self.tasks.spawn_local(async move {
-                let started = Utc::now();
-                let pass = reconcile::run(&state, &*registry).await;
-                let mut by_set = pass.by_set(started, Utc::now(), &earlier);
-                if let Some(set_pass) = by_set.remove(&name) {
-                    let _ = done.send(Done::Set(name, Box::new(set_pass))).await;
-                }
-            });
-            self.task_sets.insert(handle.id(), Job::Set(set));
+        let due = self.sets.take_due(now, |name| ctx.state.mirror_sets.get(name)?.schedule.next_after(&now));
+        for name in due.skipped {
+            tracing::warn!(set = %name, "skipped: the previous sync of this set is still running");
+            self.shared.metrics.record_run(&name, RunResult::Skipped);
         }
-        self.start_backups(done);
-    }
-
-    /// Starts every backup policy that is due; exports run beside syncs.
-    fn start_backups(&mut self, done: &mpsc::Sender<Done>) {
-        let Some(applied) = &self.applied else {
-            return;
-        };
-        for name in self.backups.take_due(&applied.state, &self.shared.metrics) {
-            let (state, registry, done) = (applied.state.clone(), applied.registry.clone(), done.clone());
-            let (tree, signer, policy) = (applied.tree.clone(), self.backups.signer.clone(), name.clone());
-            tracing::info!(policy = %name, "backup export starts");
-            let handle = self.tasks.spawn_local(async move {
-                let result = backups::export(state, registry, policy.clone(), tree, signer).await;
-                let _ = done.send(Done::Backup(policy, result)).await;
+        for name in due.start {
+            let earlier = self.last_success(&name);
+            let ctx = ctx.clone();
+            let task = Task::Sync(name.clone());
+            self.spawn(task, async move {
+                let pass = reconcile::mirror::set(&ctx.state, &*ctx.registry, &name, earlier).await;
+                Done::Sync(name, pass.map(Box::new))
             });
-            self.task_sets.insert(handle.id(), Job::Backup(name));
+        }
+        for name in self.backups.take_due(&ctx.state, &self.shared.metrics) {
+            let (ctx, signer) = (ctx.clone(), self.backups.signer.clone());
+            tracing::info!(policy = %name, "backup export starts");
+            let task = Task::Backup(name.clone());
+            self.spawn(task, async move {
+                let result = backups::export(&ctx, &name, signer).await;
+                Done::Backup(name, result)
+            });
         }
     }
 
     async fn finished(&mut self, done: Done) {
         match done {
-            Done::Missing => self.finished_missing_first(),
-            Done::Set(name, pass) => {
-                self.running.remove(&name);
+            Done::MissingFirst => self.finished_missing_first(),
+            Done::Sync(name, pass) => {
+                self.sets.finished(&name);
                 if self.rerun.remove(&name) {
-                    self.due.insert(name.clone(), Utc::now());
+                    self.sets.due_now(&name, Utc::now());
                 }
-                let result = if pass.succeeded() { "succeeded" } else { "failed" };
-                tracing::info!(set = %name, result, changes = pass.outcomes.len(), "sync finished");
+                let Some(pass) = pass else { return };
+                tracing::info!(set = %name, result = pass.result().label(), changes = pass.outcomes().len(), "sync finished");
                 self.shared.metrics.record_pass(&name, &pass);
                 self.passes.insert(name, *pass);
                 self.publish().await;
@@ -528,19 +527,22 @@ impl Daemon<'_> {
 
     /// After the missing-first pass, every set runs a full sync.
     fn finished_missing_first(&mut self) {
-        self.missing_running = false;
-        let now = Utc::now();
-        for t in self.due.values_mut() {
-            *t = now;
-        }
+        self.missing_first = MissingFirst::Done;
+        self.sets.all_due(Utc::now());
     }
 
-    /// Brings the pre-pull DaemonSets in line with the mirror (only the leader changes
-    /// anything) and reads node coverage, within a time limit.
+    /// The pre-pull stage within a time limit: only the leader changes anything; every
+    /// replica reads coverage for its metrics.
     async fn pre_pull(&mut self) {
-        let Some(applied) = &self.applied else { return };
-        let cluster = self.cluster.as_ref().map_err(String::as_str);
-        let pass = reconcile::pre_pull(&applied.state, &*applied.registry, cluster, self.leads());
+        let Some(ctx) = &self.applied else { return };
+        let (state, registry, setup) = (&ctx.state, &*ctx.registry, &self.config.setup);
+        let pass = async {
+            if self.leads() {
+                reconcile::prepull::run(state, registry, setup.cluster(), &setup.render).await
+            } else {
+                reconcile::prepull::dry_run(state, registry, setup.cluster(), &setup.render).await
+            }
+        };
         match tokio::time::timeout(PRE_PULL_TIMEOUT, pass).await {
             Ok(pass) => {
                 for failure in &pass.failures {
@@ -554,8 +556,8 @@ impl Daemon<'_> {
                     seconds = PRE_PULL_TIMEOUT.as_secs(),
                     "pre-pull took too long; the next pass tries again"
                 );
-                self.pre_pull.not_observed = Some("the last pre-pull pass took too long".into());
-                self.pre_pull.unknown = true;
+                self.pre_pull.daemon_sets =
+                    crate::observed::Observed::Unknown("the last pre-pull pass took too long".into());
             }
         }
     }
@@ -564,18 +566,18 @@ impl Daemon<'_> {
     /// replica leads).
     async fn publish(&mut self) {
         let backups = match &self.applied {
-            Some(a) => crate::backup::observe(&a.state, &self.backups.errors).await,
+            Some(ctx) => crate::backup::observe(&ctx.state, &self.backups.errors).await,
             None => BTreeMap::new(),
         };
         for (name, o) in &backups {
             self.shared.metrics.record_backup(name, o);
         }
-        // Without a cluster, the pass only resolves the sets' images for the status; with one,
-        // the poll runs it (see `run`).
-        if self.cluster.is_err() {
+        // Without a cluster, the pre-pull stage only resolves the sets' images for the status;
+        // with one, the poll runs it (see `serve`).
+        if self.config.setup.cluster.is_err() {
             self.pre_pull().await;
         }
-        let owned = status::Report {
+        let report = status::Report {
             applied: self.applied.as_ref().map(|a| (a.state.clone(), a.tree.clone())),
             invalid: self.invalid.clone(),
             passes: self.passes.clone(),
@@ -584,16 +586,13 @@ impl Daemon<'_> {
             pre_pull: self.pre_pull.clone(),
         };
         let now = Utc::now();
-        if let Some(rendered) = owned.render_if_changed(&BTreeMap::new(), now, None) {
+        if let Some(rendered) = report.render_if_changed(&BTreeMap::new(), now, None) {
             self.shared.metrics.record_status(&rendered);
         }
         if !self.leads() {
             return;
         }
-        let heartbeat = self.args.status.heartbeat.and_then(|h| chrono::Duration::from_std(h).ok());
-        let publish = self
-            .repo
-            .publish(Box::new(move |previous| owned.render_if_changed(previous, now, heartbeat).map(|r| r.files)));
+        let publish = reconcile::publish(&self.repo, report, now, self.config.heartbeat);
         match tokio::time::timeout(self.git_timeout, publish).await {
             Ok(Ok(Some(crate::git::Published::Committed { commit, attempts }))) => {
                 self.shared.metrics.status_committed();

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Action, Change, Note, Plan, backup_tag, is_protected_tag};
+use super::{Action, Change, Note, NoteKind, Plan, backup_tag, is_protected_tag};
 use crate::desired::{DesiredState, Digest, MirrorSet, OnTagMove, Platforms, Repository, Selection, SignaturePolicy};
 use crate::observe::{ActualState, ImageObservation, MirrorTag, Observed};
 use crate::registry::{Signer, Verdict};
@@ -41,17 +41,17 @@ pub(super) fn plan(desired: &DesiredState, actual: &ActualState) -> Plan {
     plan
 }
 
-fn note(plan: &mut Plan, set: &str, subject: String, reason: String, unknown: bool) {
-    plan.notes.push(Note { mirror_set: set.to_string(), subject, reason, unknown, rejected: false });
+fn note(plan: &mut Plan, set: &str, subject: String, reason: String, kind: NoteKind) {
+    plan.notes.push(Note { mirror_set: set.to_string(), subject, reason, kind });
 }
 
 /// Whether the signature policy lets `digest` into the mirror: `Ok` with the accepted signers
-/// and a warning for `optional`, or `Err((reason, unknown))` when it must stay out.
+/// and a warning for `optional`, or `Err((reason, kind))` when it must stay out.
 fn gate(
     set: &MirrorSet,
     o: &ImageObservation,
     digest: &Digest,
-) -> Result<(Vec<Signer>, Option<String>), (String, bool)> {
+) -> Result<(Vec<Signer>, Option<String>), (String, NoteKind)> {
     let policy = set.signatures.policy;
     if policy == SignaturePolicy::Off {
         return Ok((Vec::new(), None));
@@ -62,13 +62,17 @@ fn gate(
             Ok((Vec::new(), Some(format!("signature check failed ({reason}); mirrored anyway: policy optional"))))
         }
         Some(Observed::Present(Verdict::Rejected { reason })) => {
-            Err((format!("not mirrored: {} fails the signature policy: {reason}", digest.short()), false))
+            Err((format!("not mirrored: {} fails the signature policy: {reason}", digest.short()), NoteKind::Rejected))
         }
         Some(Observed::Unknown(why)) if policy == SignaturePolicy::Optional => {
             Ok((Vec::new(), Some(format!("signatures could not be checked ({why}); mirrored anyway: policy optional"))))
         }
-        Some(Observed::Unknown(why)) => Err((format!("not mirrored until its signatures can be checked: {why}"), true)),
-        Some(Observed::Absent) | None => Err(("not mirrored: its signatures were not checked".into(), true)),
+        Some(Observed::Unknown(why)) => {
+            Err((format!("not mirrored until its signatures can be checked: {why}"), NoteKind::Unknown))
+        }
+        Some(Observed::Absent) | None => {
+            Err(("not mirrored: its signatures were not checked".into(), NoteKind::Unknown))
+        }
     }
 }
 
@@ -83,11 +87,11 @@ fn plan_image(plan: &mut Plan, name: &str, set: &MirrorSet, selection: &Selectio
             name,
             format!("tags of {} chosen by rules", o.source),
             format!("upstream tag list unknown: {why}"),
-            true,
+            NoteKind::Unknown,
         );
     }
     if let Some(Observed::Absent) = &o.upstream_tags {
-        note(plan, name, o.source.to_string(), "the upstream repository does not exist".into(), false);
+        note(plan, name, o.source.to_string(), "the upstream repository does not exist".into(), NoteKind::Unavailable);
     }
     let pinned = matches!(selection, Selection::Pinned { .. });
     // Upstream digests the mirror holds, or receives in this pass: their attached tags follow.
@@ -98,13 +102,25 @@ fn plan_image(plan: &mut Plan, name: &str, set: &MirrorSet, selection: &Selectio
         let upstream = match upstream {
             Observed::Present(d) => d,
             Observed::Absent => {
-                let held = matches!(mirror, Observed::Present(_));
-                let reason = if held {
-                    format!("{}:{tag} no longer exists upstream; the mirror keeps its copy", o.source)
-                } else {
-                    format!("{}:{tag} does not exist upstream", o.source)
+                let (reason, kind) = match mirror {
+                    Observed::Present(_) => (
+                        format!("{}:{tag} no longer exists upstream; the mirror keeps its copy", o.source),
+                        NoteKind::Kept,
+                    ),
+                    Observed::Absent => (
+                        format!(
+                            "{}:{tag} does not exist upstream, and the mirror does not hold it: check the tag, or \
+                             remove it from the set",
+                            o.source
+                        ),
+                        NoteKind::Unavailable,
+                    ),
+                    Observed::Unknown(ref why) => (
+                        format!("{}:{tag} does not exist upstream, and the mirror is unknown: {why}", o.source),
+                        NoteKind::Unknown,
+                    ),
                 };
-                note(plan, name, subject, reason, false);
+                note(plan, name, subject, reason, kind);
                 continue;
             }
             Observed::Unknown(why) => {
@@ -112,7 +128,7 @@ fn plan_image(plan: &mut Plan, name: &str, set: &MirrorSet, selection: &Selectio
                     Observed::Present(_) => format!("upstream unknown ({why}); the mirror keeps its copy"),
                     _ => format!("missing in the mirror, and upstream is unknown: {why}"),
                 };
-                note(plan, name, subject, reason, true);
+                note(plan, name, subject, reason, NoteKind::Unknown);
                 continue;
             }
         };
@@ -131,15 +147,15 @@ fn plan_image(plan: &mut Plan, name: &str, set: &MirrorSet, selection: &Selectio
             continue;
         }
         if let Observed::Unknown(why) = &mirror {
-            note(plan, name, subject, format!("mirror unknown, nothing done: {why}"), true);
+            note(plan, name, subject, format!("mirror unknown, nothing done: {why}"), NoteKind::Unknown);
             continue;
         }
         let keeps = matches!(&mirror, Observed::Present(_)) && !pinned && set.on_tag_move == OnTagMove::Keep;
         let (signed_by, warning) = match gate(set, o, upstream) {
             Ok(allowed) => allowed,
             Err(_) if keeps => (Vec::new(), None),
-            Err((reason, unknown)) => {
-                plan.notes.push(Note { mirror_set: name.to_string(), subject, reason, unknown, rejected: !unknown });
+            Err((reason, kind)) => {
+                note(plan, name, subject, reason, kind);
                 continue;
             }
         };
@@ -188,7 +204,7 @@ fn attach(plan: &mut Plan, name: &str, set: &MirrorSet, o: &ImageObservation, ca
             name,
             format!("signatures and attestations of {}", o.source),
             format!("not carried: upstream tag list unknown: {why}"),
-            true,
+            NoteKind::Unknown,
         );
     }
     let mut subjects = carried.clone();
@@ -200,14 +216,14 @@ fn attach(plan: &mut Plan, name: &str, set: &MirrorSet, o: &ImageObservation, ca
         let subject = format!("{}:{}", o.target, a.tag);
         let Observed::Present(upstream) = &a.upstream else {
             if let Observed::Unknown(why) = &a.upstream {
-                note(plan, name, subject, format!("not carried: upstream unknown: {why}"), true);
+                note(plan, name, subject, format!("not carried: upstream unknown: {why}"), NoteKind::Unknown);
             }
             continue;
         };
         let why = match &a.mirror {
             Observed::Present(m) if m == upstream => continue,
             Observed::Unknown(why) => {
-                note(plan, name, subject, format!("not carried: mirror unknown: {why}"), true);
+                note(plan, name, subject, format!("not carried: mirror unknown: {why}"), NoteKind::Unknown);
                 continue;
             }
             Observed::Present(_) if a.tag.ends_with(".sig") && set.signatures.policy != SignaturePolicy::Off => {
@@ -219,7 +235,7 @@ fn attach(plan: &mut Plan, name: &str, set: &MirrorSet, o: &ImageObservation, ca
                     Some(Observed::Present(Verdict::Rejected { reason })) => {
                         let reason =
                             format!("the mirror keeps its signature: the new one upstream fails the policy: {reason}");
-                        note(plan, name, subject, reason, false);
+                        note(plan, name, subject, reason, NoteKind::Kept);
                         continue;
                     }
                     other => {
@@ -232,7 +248,7 @@ fn attach(plan: &mut Plan, name: &str, set: &MirrorSet, o: &ImageObservation, ca
                             name,
                             subject,
                             format!("the mirror keeps its signature: the new one upstream could not be checked: {why}"),
-                            true,
+                            NoteKind::Unknown,
                         );
                         continue;
                     }
@@ -266,7 +282,7 @@ fn referrers(plan: &mut Plan, name: &str, o: &ImageObservation, subjects: &BTree
                     name,
                     format!("referrers of {}", short(&r.subject)),
                     format!("not carried: mirror unknown: {why}"),
-                    true,
+                    NoteKind::Unknown,
                 );
                 continue;
             }
@@ -339,7 +355,7 @@ fn moved(
                 name,
                 format!("{}:{tag}", o.target),
                 format!("{moved}; onTagMove: keep holds the mirror"),
-                false,
+                NoteKind::Kept,
             );
             false
         }
@@ -371,13 +387,13 @@ fn moved(
 fn prune(plan: &mut Plan, name: &str, o: &ImageObservation, wanted: Option<BTreeSet<String>>) {
     let subject = format!("tags of {}", o.target);
     let Some(wanted) = wanted else {
-        note(plan, name, subject, "not pruned: the tags some set selects are unknown".into(), true);
+        note(plan, name, subject, "not pruned: the tags some set selects are unknown".into(), NoteKind::Unknown);
         return;
     };
     let existing = match &o.mirror_tags {
         Some(Observed::Present(tags)) => tags,
         Some(Observed::Unknown(why)) => {
-            note(plan, name, subject, format!("not pruned: mirror tag list unknown: {why}"), true);
+            note(plan, name, subject, format!("not pruned: mirror tag list unknown: {why}"), NoteKind::Unknown);
             return;
         }
         _ => return,
@@ -437,7 +453,7 @@ fn prune(plan: &mut Plan, name: &str, o: &ImageObservation, wanted: Option<BTree
                     name,
                     subject,
                     "not pruned: a kept tag shares its manifest, and deleting it would remove both".into(),
-                    false,
+                    NoteKind::Kept,
                 )
             }
             Some(Observed::Present(m)) => plan.changes.push(Change {
@@ -446,7 +462,7 @@ fn prune(plan: &mut Plan, name: &str, o: &ImageObservation, wanted: Option<BTree
                 why: "no longer selected by any MirrorSet (prune: true)".into(),
             }),
             Some(Observed::Unknown(why)) => {
-                note(plan, name, subject, format!("not pruned: mirror unknown: {why}"), true)
+                note(plan, name, subject, format!("not pruned: mirror unknown: {why}"), NoteKind::Unknown)
             }
             _ => {}
         }

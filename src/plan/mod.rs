@@ -82,11 +82,32 @@ pub struct Note {
     pub mirror_set: String,
     pub subject: String,
     pub reason: String,
-    /// True when the reason is that Lifeboat could not look (the mirror may not be complete).
-    pub unknown: bool,
-    /// True when an image is kept out of the mirror because its signatures fail the policy.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub rejected: bool,
+    pub kind: NoteKind,
+}
+
+/// Why the plan leaves something as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NoteKind {
+    /// Lifeboat could not look (upstream or mirror unreachable, a timeout, refused
+    /// credentials): nothing is done on its strength, and the mirror may not be complete.
+    Unknown,
+    /// Kept out of the mirror because its signatures fail the policy: the policy working, but
+    /// the desired image is not mirrored until a person acts.
+    Rejected,
+    /// The desired state names an image the mirror lacks and upstream does not have (the tag
+    /// or the repository does not exist): nothing to copy until a person acts.
+    Unavailable,
+    /// The mirror keeps what it holds on purpose (`onTagMove: keep`, a tag gone upstream, a
+    /// signature whose replacement upstream fails the policy).
+    Kept,
+}
+
+impl NoteKind {
+    /// Whether the note means the desired state is not met and a person has to act.
+    pub fn needs_a_person(self) -> bool {
+        matches!(self, NoteKind::Rejected | NoteKind::Unavailable)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -100,12 +121,18 @@ pub struct Plan {
 
 impl Plan {
     pub fn has_unknowns(&self) -> bool {
-        self.notes.iter().any(|n| n.unknown)
+        self.notes.iter().any(|n| n.kind == NoteKind::Unknown)
     }
 
     /// Images kept out of the mirror by their signature policy.
     pub fn rejections(&self) -> usize {
-        self.notes.iter().filter(|n| n.rejected).count()
+        self.notes.iter().filter(|n| n.kind == NoteKind::Rejected).count()
+    }
+
+    /// Desired images the pass cannot mirror until a person acts: rejected by the signature
+    /// policy, or absent upstream and from the mirror.
+    pub fn stalled(&self) -> usize {
+        self.notes.iter().filter(|n| n.kind.needs_a_person()).count()
     }
 
     /// Only the copies to mirror tags observed absent (notes kept, so nothing unknown hides).

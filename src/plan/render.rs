@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{Action, Change, Plan};
-use crate::registry::{CopyReport, Verdict};
+use super::{Action, NoteKind, Plan};
+use crate::outcome::{Outcome, OutcomeResult, totals};
+use crate::registry::Verdict;
 
 fn describe(action: &Action) -> String {
     match action {
@@ -34,7 +35,7 @@ fn sign(action: &Action) -> char {
 /// `3 changes, 1 unknown, 12 tags in sync`
 pub fn summary(plan: &Plan) -> String {
     let n = plan.changes.len();
-    let unknown = plan.notes.iter().filter(|n| n.unknown).count();
+    let unknown = plan.notes.iter().filter(|n| n.kind == NoteKind::Unknown).count();
     let mut parts =
         vec![if n == 0 { "no change".to_string() } else { format!("{n} change{}", if n == 1 { "" } else { "s" }) }];
     if unknown > 0 {
@@ -43,6 +44,10 @@ pub fn summary(plan: &Plan) -> String {
     let rejected = plan.rejections();
     if rejected > 0 {
         parts.push(format!("{rejected} rejected by signature policy"));
+    }
+    let unavailable = plan.notes.iter().filter(|n| n.kind == NoteKind::Unavailable).count();
+    if unavailable > 0 {
+        parts.push(format!("{unavailable} not available upstream"));
     }
     parts.push(format!("{} tag{} in sync", plan.in_sync, if plan.in_sync == 1 { "" } else { "s" }));
     parts.join(", ")
@@ -71,12 +76,10 @@ pub fn human(plan: &Plan) -> String {
     if !plan.notes.is_empty() {
         let _ = writeln!(out, "\nNot changed:");
         for n in &plan.notes {
-            let mark = if n.rejected {
-                '✗'
-            } else if n.unknown {
-                '?'
-            } else {
-                '='
+            let mark = match n.kind {
+                NoteKind::Rejected | NoteKind::Unavailable => '✗',
+                NoteKind::Unknown => '?',
+                NoteKind::Kept => '=',
             };
             let _ = writeln!(out, "  {mark} MirrorSet/{}: {}: {}", n.mirror_set, n.subject, n.reason);
         }
@@ -98,12 +101,11 @@ pub fn markdown(plan: &Plan) -> String {
             let _ = writeln!(
                 out,
                 "- {}MirrorSet/{} `{}`: {}",
-                if n.rejected {
-                    "**rejected** "
-                } else if n.unknown {
-                    "**unknown** "
-                } else {
-                    ""
+                match n.kind {
+                    NoteKind::Rejected => "**rejected** ",
+                    NoteKind::Unavailable => "**unavailable** ",
+                    NoteKind::Unknown => "**unknown** ",
+                    NoteKind::Kept => "",
                 },
                 n.mirror_set,
                 n.subject,
@@ -116,65 +118,6 @@ pub fn markdown(plan: &Plan) -> String {
 
 pub fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).expect("plans serialize") + "\n"
-}
-
-/// The result of one change.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Outcome {
-    pub change: Change,
-    #[serde(flatten)]
-    pub result: OutcomeResult,
-    /// For a copy under a signature policy: the check against the mirror after copying.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirror_verification: Option<Verdict>,
-}
-
-impl Outcome {
-    pub fn new(change: &Change, result: OutcomeResult) -> Outcome {
-        Outcome { change: change.clone(), result, mirror_verification: None }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "outcome", rename_all = "camelCase")]
-pub enum OutcomeResult {
-    Done {
-        #[serde(flatten)]
-        report: CopyReport,
-    },
-    Failed {
-        error: String,
-    },
-}
-
-/// Totals over a pass, for the summary line and metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Totals {
-    pub done: usize,
-    pub failed: usize,
-    pub blobs_copied: u64,
-    pub blobs_mounted: u64,
-    pub blobs_present: u64,
-    pub bytes_copied: u64,
-}
-
-pub fn totals(outcomes: &[Outcome]) -> Totals {
-    let mut t = Totals::default();
-    for o in outcomes {
-        match &o.result {
-            OutcomeResult::Done { report } => {
-                t.done += 1;
-                t.blobs_copied += report.blobs_copied;
-                t.blobs_mounted += report.blobs_mounted;
-                t.blobs_present += report.blobs_present;
-                t.bytes_copied += report.bytes_copied;
-            }
-            OutcomeResult::Failed { .. } => t.failed += 1,
-        }
-    }
-    t
 }
 
 pub fn outcomes_human(plan: &Plan, outcomes: &[Outcome]) -> String {
@@ -217,14 +160,21 @@ pub fn outcomes_human(plan: &Plan, outcomes: &[Outcome]) -> String {
             }
         }
     }
-    let rejected: Vec<_> = plan.notes.iter().filter(|n| n.rejected).collect();
+    let rejected: Vec<_> = plan.notes.iter().filter(|n| n.kind == NoteKind::Rejected).collect();
     if !rejected.is_empty() {
         let _ = writeln!(out, "\nNot mirrored, signature policy not met:");
         for n in rejected {
             let _ = writeln!(out, "  ✗ MirrorSet/{}: {}: {}", n.mirror_set, n.subject, n.reason);
         }
     }
-    let unknown: Vec<_> = plan.notes.iter().filter(|n| n.unknown).collect();
+    let unavailable: Vec<_> = plan.notes.iter().filter(|n| n.kind == NoteKind::Unavailable).collect();
+    if !unavailable.is_empty() {
+        let _ = writeln!(out, "\nNot mirrored, not upstream either:");
+        for n in unavailable {
+            let _ = writeln!(out, "  ✗ MirrorSet/{}: {}: {}", n.mirror_set, n.subject, n.reason);
+        }
+    }
+    let unknown: Vec<_> = plan.notes.iter().filter(|n| n.kind == NoteKind::Unknown).collect();
     if !unknown.is_empty() {
         let _ = writeln!(out, "\nNot done, could not look:");
         for n in unknown {

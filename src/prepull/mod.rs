@@ -1,10 +1,13 @@
 //! Pre-pull sets: which images each PrePullSet puts on which nodes, and how far that has got.
 //!
-//! Pure, like [`crate::plan`]: the cluster module reads and writes Kubernetes objects, the node
-//! agent talks to the container runtime, and both hand this module plain facts. A set becomes a
-//! [`Workload`] (its images pinned by digest in the mirror); the cluster module renders that into
-//! a DaemonSet. What a node holds comes back as [`NodeImages`], from the pre-pull pods' init
-//! container statuses (method `kubelet`) or from the node agent's [`Inventory`] (method `cri`).
+//! Pure, like [`crate::plan`]: [`crate::observe::prepull`] reads the mirror and the cluster,
+//! the cluster module reads and writes Kubernetes objects, the node agent talks to the
+//! container runtime, and all of them hand this module plain facts ([`observation`]). A set
+//! becomes a [`Workload`] (its images pinned by digest in the mirror); the cluster module
+//! renders that into a DaemonSet. [`plan`] decides what to create, update or delete;
+//! [`coverage`] says which nodes hold what, from the pre-pull pods' init container statuses
+//! (method `kubelet`) or from the node agent's [`Inventory`] (method `cri`); [`report`] is what
+//! a pass says about each set, for people, the status and the metrics.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,12 +16,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub mod coverage;
+pub mod observation;
 pub mod plan;
-pub mod resolve;
+pub mod report;
 
-pub use plan::{Existing, PrePullPass};
+pub use plan::Existing;
+pub use report::PrePullPass;
 
-use crate::desired::{Digest, PrePullMethod, Toleration};
+use crate::desired::{Digest, PrePullMethod, PrePullSet, Toleration};
 
 /// One image a set pre-pulls: a mirror reference pinned by digest.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -56,6 +61,23 @@ pub struct Workload {
     /// Method `cri` only: the runtime socket on the node and the agent's pull bound.
     pub cri_socket: String,
     pub parallel_pulls: u32,
+}
+
+impl Workload {
+    /// The set as a workload, before its images are resolved against the mirror.
+    pub fn of(name: &str, set: &PrePullSet) -> Workload {
+        Workload {
+            set: name.to_string(),
+            method: set.method,
+            images: Vec::new(),
+            node_selector: set.node_selector.clone(),
+            tolerations: set.tolerations.clone(),
+            pull_secrets: set.pull_secrets.iter().cloned().collect(),
+            priority_class_name: set.priority_class_name.clone(),
+            cri_socket: set.cri_socket.clone(),
+            parallel_pulls: set.parallel_pulls,
+        }
+    }
 }
 
 /// A node's kubelet image garbage-collection settings, as far as they could be read.

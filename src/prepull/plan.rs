@@ -1,12 +1,13 @@
-//! What a pre-pull pass changes in the cluster, and what it reports per set.
+//! What a pre-pull pass changes in the cluster: the DaemonSets to create, update or delete,
+//! the sets left alone and why, and the steps that carry it out. Pure.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::coverage::SetCoverage;
-use super::resolve::{Resolution, Unresolved};
-use crate::desired::PrePullMethod;
+use super::Workload;
+use super::observation::Unresolved;
+use crate::observed::Observed;
 
 /// A DaemonSet Lifeboat made for a PrePullSet, as it is in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,10 +26,47 @@ pub struct Existing {
 /// What one set should look like in the cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Wanted {
-    pub resolution: Resolution,
+    /// The set's images as the mirror holds them.
+    pub workload: Workload,
+    /// What the mirror lacks, or why it could not be read.
+    pub not_in_mirror: Observed<Vec<Unresolved>>,
+    /// Where its DaemonSet goes, and the hash of what is rendered for it.
     pub namespace: String,
     pub name: String,
     pub hash: String,
+}
+
+/// What applying the plan does, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Server-side apply of what the workload renders to (a no-op when nothing changed, which
+    /// puts back what was deleted or edited by hand).
+    Apply(Workload),
+    Delete(Existing),
+}
+
+/// The plan of a pre-pull pass.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PrePullPlan {
+    pub changes: Vec<Change>,
+    /// Sets left as they are, and why.
+    pub held: BTreeMap<String, String>,
+    pub steps: Vec<Step>,
+}
+
+/// The plan that brings the cluster to `wanted`: every set whose mirror could be read is
+/// applied again (changed or not), then DaemonSets of sets that moved or left are deleted.
+pub fn plan(wanted: &[Wanted], existing: &[Existing]) -> PrePullPlan {
+    let (changes, held) = changes(wanted, existing);
+    let mut steps: Vec<Step> = wanted
+        .iter()
+        .filter(|w| !held.contains_key(&w.workload.set))
+        .map(|w| Step::Apply(w.workload.clone()))
+        .collect();
+    steps.extend(changes.iter().filter(|c| c.kind == ChangeKind::Delete).filter_map(|c| {
+        existing.iter().find(|e| e.name == c.name && e.namespace == c.namespace).cloned().map(Step::Delete)
+    }));
+    PrePullPlan { changes, held, steps }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -57,13 +95,17 @@ pub fn changes(wanted: &[Wanted], existing: &[Existing]) -> (Vec<Change>, BTreeM
     let mut changes = Vec::new();
     let mut held = BTreeMap::new();
     for w in wanted {
-        let set = &w.resolution.workload.set;
-        let images = w.resolution.workload.images.len();
+        let set = &w.workload.set;
+        let images = w.workload.images.len();
         let current = existing.iter().find(|e| e.set == *set && e.name == w.name && e.namespace == w.namespace);
-        if let Some(reason) = &w.resolution.unknown {
-            held.insert(set.clone(), format!("left as it is: {reason}"));
-            continue;
-        }
+        let not_in_mirror = match &w.not_in_mirror {
+            Observed::Present(missing) => missing.as_slice(),
+            Observed::Unknown(reason) => {
+                held.insert(set.clone(), format!("left as it is: {reason}"));
+                continue;
+            }
+            Observed::Absent => &[],
+        };
         let change = |kind, why: String| Change {
             pre_pull_set: set.clone(),
             kind,
@@ -78,16 +120,18 @@ pub fn changes(wanted: &[Wanted], existing: &[Existing]) -> (Vec<Change>, BTreeM
         // the nodes, stay until the mirror holds them again.
         if let Some(e) = current {
             let new: std::collections::BTreeSet<&str> =
-                w.resolution.workload.images.iter().map(|i| i.reference.as_str()).collect();
+                w.workload.images.iter().map(|i| i.reference.as_str()).collect();
             let dropped = e.images.iter().filter(|i| !new.contains(i.as_str())).count();
-            if dropped > 0 && !w.resolution.not_in_mirror.is_empty() {
+            if let Some(first) = not_in_mirror.first()
+                && dropped > 0
+            {
                 held.insert(
                     set.clone(),
                     format!(
                         "left as it is: the mirror lacks {} image(s) the set names (first: {}), and the new list \
                          would drop {dropped} the nodes pull now; mirror them again to go on",
-                        w.resolution.not_in_mirror.len(),
-                        w.resolution.not_in_mirror[0].reference
+                        not_in_mirror.len(),
+                        first.reference
                     ),
                 );
                 continue;
@@ -104,12 +148,12 @@ pub fn changes(wanted: &[Wanted], existing: &[Existing]) -> (Vec<Change>, BTreeM
     }
     for e in existing {
         let still_wanted =
-            wanted.iter().any(|w| w.resolution.workload.set == e.set && w.name == e.name && w.namespace == e.namespace);
+            wanted.iter().any(|w| w.workload.set == e.set && w.name == e.name && w.namespace == e.namespace);
         // A set whose mirror could not be read keeps every DaemonSet it had.
         if still_wanted || held.contains_key(&e.set) {
             continue;
         }
-        let why = if wanted.iter().any(|w| w.resolution.workload.set == e.set) {
+        let why = if wanted.iter().any(|w| w.workload.set == e.set) {
             "the set's DaemonSet moved (method or name changed)".to_string()
         } else {
             "the PrePullSet left the desired state".to_string()
@@ -126,147 +170,26 @@ pub fn changes(wanted: &[Wanted], existing: &[Existing]) -> (Vec<Change>, BTreeM
     (changes, held)
 }
 
-/// One set's part of a pass.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SetReport {
-    pub method: PrePullMethod,
-    /// `namespace/name` of its DaemonSet.
-    pub daemon_set: String,
-    /// The pinned references it pulls.
-    pub images: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub not_in_mirror: Vec<Unresolved>,
-    /// Why it could not be looked at or was left alone, when so.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unknown: Option<String>,
-    /// Node coverage, when the cluster could be read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub coverage: Option<SetCoverage>,
-}
-
-/// Everything a pre-pull pass planned, did and saw.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PrePullPass {
-    /// The API server the pass read and wrote, when it had one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<String>,
-    /// Why the cluster was not looked at, when it was not: no cluster configured, or the API
-    /// server could not be read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub not_observed: Option<String>,
-    /// True when `not_observed` is an error, not a choice (no cluster configured).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub unknown: bool,
-    pub changes: Vec<Change>,
-    /// Changes that failed, with why (apply only).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub failures: Vec<String>,
-    pub sets: BTreeMap<String, SetReport>,
-}
-
-impl PrePullPass {
-    /// Whether anything could not be looked at or failed.
-    pub fn has_problems(&self) -> bool {
-        self.unknown || !self.failures.is_empty() || self.sets.values().any(|s| s.unknown.is_some())
-    }
-}
-
-/// The pass for people: what changes, then each set's coverage and what needs attention.
-pub fn human(pass: &PrePullPass) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let n = pass.changes.len();
-    let on = pass.cluster.as_deref().map(|c| format!(" on {c}")).unwrap_or_default();
-    let _ = write!(
-        out,
-        "Pre-pull{on}: {}",
-        if n == 0 { "no change".to_string() } else { format!("{n} change{}", if n == 1 { "" } else { "s" }) }
-    );
-    if let Some(why) = &pass.not_observed {
-        let _ = write!(out, "; the cluster was not observed: {why}");
-    }
-    out.push('\n');
-    for c in &pass.changes {
-        let (sign, verb) = match c.kind {
-            ChangeKind::Create => ('+', "create"),
-            ChangeKind::Update => ('~', "update"),
-            ChangeKind::Delete => ('-', "delete"),
-        };
-        let _ = writeln!(
-            out,
-            "  {sign} {verb} DaemonSet {}/{} (PrePullSet/{})\n      {}",
-            c.namespace, c.name, c.pre_pull_set, c.why
-        );
-    }
-    for failure in &pass.failures {
-        let _ = writeln!(out, "  ✗ {failure}");
-    }
-    for (name, set) in &pass.sets {
-        let _ = write!(
-            out,
-            "  PrePullSet/{name}: {} image{}",
-            set.images.len(),
-            if set.images.len() == 1 { "" } else { "s" }
-        );
-        match &set.coverage {
-            Some(c) => {
-                let _ = writeln!(out, ", {} of {} nodes hold them all", c.covered(), c.nodes.len());
-            }
-            None => out.push('\n'),
-        }
-        if let Some(why) = &set.unknown {
-            let _ = writeln!(out, "    ? {why}");
-        }
-        for u in &set.not_in_mirror {
-            let _ = writeln!(out, "    ! {}: {}", u.reference, u.reason);
-        }
-        for node in set.coverage.iter().flat_map(|c| &c.nodes) {
-            if let Some(first) = node.missing.first() {
-                let more = node.missing.len() - 1;
-                let _ = writeln!(
-                    out,
-                    "    ! node {}: {} missing{}: {} ({})",
-                    node.node,
-                    node.missing.len(),
-                    if more > 0 { ", first" } else { "" },
-                    first.reference,
-                    first.reason
-                );
-            }
-            if let super::coverage::GcAudit::Fail { problems, .. } = &node.kubelet_gc {
-                let _ = writeln!(out, "    ! node {}: kubelet image GC: {}", node.node, problems.join("; "));
-            }
-        }
-        for e in set.coverage.iter().flat_map(|c| &c.excluded) {
-            let _ = writeln!(out, "    = node {} not covered: {}", e.node, e.reason);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prepull::Workload;
 
     fn wanted(set: &str, hash: &str, unknown: Option<&str>) -> Wanted {
         Wanted {
-            resolution: Resolution {
-                workload: Workload {
-                    set: set.into(),
-                    method: PrePullMethod::Kubelet,
-                    images: Vec::new(),
-                    node_selector: Default::default(),
-                    tolerations: Vec::new(),
-                    pull_secrets: Vec::new(),
-                    priority_class_name: None,
-                    cri_socket: String::new(),
-                    parallel_pulls: 4,
-                },
-                not_in_mirror: Vec::new(),
-                unknown: unknown.map(str::to_string),
+            workload: Workload {
+                set: set.into(),
+                method: crate::desired::PrePullMethod::Kubelet,
+                images: Vec::new(),
+                node_selector: Default::default(),
+                tolerations: Vec::new(),
+                pull_secrets: Vec::new(),
+                priority_class_name: None,
+                cri_socket: String::new(),
+                parallel_pulls: 4,
+            },
+            not_in_mirror: match unknown {
+                Some(why) => Observed::Unknown(why.into()),
+                None => Observed::Present(Vec::new()),
             },
             namespace: "lifeboat".into(),
             name: format!("lifeboat-prepull-{set}"),
@@ -298,8 +221,10 @@ mod tests {
     #[test]
     fn images_the_mirror_lost_are_never_dropped_from_the_nodes() {
         let mut want = wanted("critical", "new", None);
-        want.resolution.not_in_mirror =
-            vec![Unresolved { reference: "m.example/app:1.0".into(), reason: "not in the mirror".into() }];
+        want.not_in_mirror = Observed::Present(vec![Unresolved {
+            reference: "m.example/app:1.0".into(),
+            reason: "not in the mirror".into(),
+        }]);
         let mut have = existing("critical", "old");
         have.images = ["m.example/app@sha256:aa".to_string()].into();
         let (changes, held) = changes(std::slice::from_ref(&want), std::slice::from_ref(&have));
@@ -307,7 +232,7 @@ mod tests {
         assert!(held["critical"].contains("would drop 1"), "{held:?}");
 
         // A tag removed from the desired state (the mirror lacks nothing) does shrink the set.
-        want.resolution.not_in_mirror.clear();
+        want.not_in_mirror = Observed::Present(Vec::new());
         let (changes, _) = changes_of(&want, &have);
         assert_eq!(changes[0].kind, ChangeKind::Update);
     }

@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
+use super::mirror::{dry_run, run};
 use super::*;
 use crate::desired::source::MemorySource;
 use crate::desired::{Digest, LoadError, load};
 use crate::plan::Action;
+use crate::plan::Plan;
 use crate::registry::fake::FakeRegistry;
 
 fn digest(n: u32) -> Digest {
@@ -185,7 +187,8 @@ fn a_required_signature_policy_keeps_unsigned_images_out() {
     let pass = rt().block_on(run(&desired, &registry));
     assert_eq!(kinds(&pass.plan), ["copy", "attach"]);
     assert!(pass.plan.changes[0].why.contains("signed by key keys/fake.pub"), "{}", pass.plan.changes[0].why);
-    let rejected: Vec<&crate::plan::Note> = pass.plan.notes.iter().filter(|n| n.rejected).collect();
+    let rejected: Vec<&crate::plan::Note> =
+        pass.plan.notes.iter().filter(|n| n.kind == crate::plan::NoteKind::Rejected).collect();
     assert_eq!(rejected.len(), 1, "{:#?}", pass.plan.notes);
     assert!(rejected[0].subject.ends_with(":2.0") && rejected[0].reason.contains("not signed"), "{rejected:#?}");
     let mirror = registry.tags(&repo);
@@ -294,7 +297,7 @@ proptest! {
         let desired = state(&format!("  onTagMove: {policy}\n  prune: {prune}\n{signatures}"), &image);
         let pass = rt().block_on(run(&desired, &registry));
         let outcomes = pass.outcomes.unwrap();
-        let failed = outcomes.iter().filter(|o| matches!(o.result, crate::plan::render::OutcomeResult::Failed { .. })).count();
+        let failed = outcomes.iter().filter(|o| matches!(o.result, crate::outcome::OutcomeResult::Failed { .. })).count();
         prop_assert_eq!(failed, 0);
         // Outcomes are reported in plan order (prunes, which the plan lists last, run last).
         let done: Vec<&crate::plan::Change> = outcomes.iter().map(|o| &o.change).collect();

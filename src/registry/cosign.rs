@@ -108,6 +108,13 @@ pub struct BlobSigner(sigstore::crypto::SigStoreSigner);
 impl BlobSigner {
     /// Reads an encrypted cosign private key (`cosign generate-key-pair` writes one) with its
     /// password; `name` is how errors refer to it.
+    /// A cosign private key file (`cosign generate-key-pair`), decrypted with `password`.
+    pub fn from_key_file(path: &std::path::Path, password: &str) -> anyhow::Result<BlobSigner> {
+        let pem =
+            std::fs::read(path).map_err(|e| anyhow::anyhow!("reading the signing key {}: {e}", path.display()))?;
+        BlobSigner::from_encrypted_pem(&path.display().to_string(), &pem, password.as_bytes())
+    }
+
     pub fn from_encrypted_pem(name: &str, pem: &[u8], password: &[u8]) -> anyhow::Result<BlobSigner> {
         use sigstore::crypto::SigningScheme;
         let pair = sigstore::crypto::signing_key::SigStoreKeyPair::from_encrypted_pem(pem, password).map_err(|e| {

@@ -22,7 +22,19 @@ pub use copy::{BlobLocations, CopyReport, CopyRequest};
 pub use cosign::{Signer, TrustPolicy, Verdict};
 pub use error::{ErrorKind, RegistryError};
 
-use crate::desired::{Digest, Repository};
+use crate::desired::{DesiredState, Digest, Repository};
+
+/// Log directives the registry crates need whatever filter was asked for: oci-client logs token
+/// responses at debug level (never below info), and sigstore warns on every registry without
+/// the OCI referrers API and explains skipped signature layers at info, which Lifeboat reports
+/// itself (unless the filter names sigstore).
+pub fn log_directives(filter: &str) -> Vec<&'static str> {
+    let mut directives = vec!["oci_client=info"];
+    if !filter.contains("sigstore") {
+        directives.push("sigstore=error");
+    }
+    directives
+}
 
 /// What a tag points at in a registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +126,13 @@ impl OciRegistry {
 }
 
 impl OciRegistry {
+    /// The registries a desired state describes, whose files (keys, CA files) live in `root`,
+    /// with the signature policy of every MirrorSet that checks signatures.
+    pub fn for_desired(state: &DesiredState, root: &std::path::Path, options: Options) -> anyhow::Result<Self> {
+        let policies = cosign::policies(state, |file| Ok(std::fs::read(root.join(file))?))?;
+        Ok(OciRegistry::new(RegistryClient::new(state, Some(root.to_path_buf()), options)?, policies))
+    }
+
     /// Whether MirrorSet `set` has a signature policy to check.
     pub fn checks_signatures(&self, set: &str) -> bool {
         self.policies.contains_key(set)

@@ -2,11 +2,15 @@
 //! policy with its time, age, size, checksum, integrity and encryption, from what the caller
 //! observed in the policy's destination folder.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::Renderer;
+use super::check::{Check, Readiness};
 use super::model::{API_VERSION, Metadata};
-use super::readme::Result;
+use crate::desired::BackupPolicy;
 
 /// How old the newest verified archive may be before the DR plan fails.
 pub const MAX_AGE: chrono::Duration = chrono::Duration::days(7);
@@ -33,8 +37,8 @@ pub struct ArchiveFacts {
     pub created_at: DateTime<Utc>,
     pub size: u64,
     pub aggregate: String,
-    /// `Some(true)` verified, `Some(false)` failed, `None` never checked.
-    pub integrity: Option<bool>,
+    /// PASS verified, FAIL failed, UNKNOWN never checked.
+    pub integrity: Readiness,
     /// How it was checked: every file re-hashed, or only the stored bytes.
     pub checked: String,
     pub encrypted: bool,
@@ -47,7 +51,7 @@ impl BackupObservation {
     /// The archive the DR plan counts on: the newest one that passed verification.
     pub fn verified(&self) -> Option<&ArchiveFacts> {
         match &self.newest {
-            Some(a) if a.integrity == Some(true) => Some(a),
+            Some(a) if a.integrity == Readiness::Pass => Some(a),
             _ => self.newest_verified.as_ref(),
         }
     }
@@ -64,7 +68,7 @@ pub struct BackupPolicyStatus {
     pub destination: String,
     /// PASS: a verified archive under 7 days old; FAIL otherwise; UNKNOWN when the folder
     /// cannot be read from where Lifeboat runs.
-    pub result: String,
+    pub result: Readiness,
     pub reason: String,
     pub archives: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,7 +89,7 @@ pub struct ArchiveStatus {
     pub size: String,
     pub size_bytes: u64,
     pub checksum: String,
-    pub integrity: String,
+    pub integrity: Readiness,
     pub checked: String,
     pub encrypted: bool,
     pub images: u64,
@@ -94,51 +98,62 @@ pub struct ArchiveStatus {
     pub base: Option<String>,
 }
 
+/// The DR report's backup line: every BackupPolicy has a verified archive under 7 days old.
+pub(super) fn check(
+    policies: Option<&BTreeMap<String, BackupPolicy>>,
+    observed: &BTreeMap<String, BackupObservation>,
+    now: DateTime<Utc>,
+) -> Check {
+    const NAME: &str = "Air-gapped backups present, under 7 days old, verified";
+    let Some(policies) = policies.filter(|p| !p.is_empty()) else {
+        return Check::new(NAME, Readiness::Fail, "no BackupPolicy in the desired state");
+    };
+    Check::worst(
+        NAME,
+        policies.iter().map(|(name, policy)| {
+            let (result, why) = match observed.get(name) {
+                Some(o) => verdict(o, now),
+                None => (Readiness::Unknown, format!("{} was not looked at", policy.destination)),
+            };
+            (result, format!("{name}: {why}"))
+        }),
+    )
+}
+
 /// The verdict for one policy, and why.
-pub(super) fn verdict(o: &BackupObservation, now: DateTime<Utc>) -> (Result, String) {
+fn verdict(o: &BackupObservation, now: DateTime<Utc>) -> (Readiness, String) {
     if let Some(why) = &o.unreadable {
-        return (Result::Unknown, format!("{} cannot be read here: {why}", o.destination));
+        return (Readiness::Unknown, format!("{} cannot be read here: {why}", o.destination));
     }
     match o.verified() {
-        None if o.archives == 0 => (Result::Fail, format!("no archive in {}", o.destination)),
-        None => (Result::Fail, format!("none of the {} archives in {} passed verification", o.archives, o.destination)),
+        None if o.archives == 0 => (Readiness::Fail, format!("no archive in {}", o.destination)),
+        None => {
+            (Readiness::Fail, format!("none of the {} archives in {} passed verification", o.archives, o.destination))
+        }
         Some(a) if now - a.created_at > MAX_AGE => {
-            (Result::Fail, format!("the newest verified archive {} is over 7 days old", a.name))
+            (Readiness::Fail, format!("the newest verified archive {} is over 7 days old", a.name))
         }
         Some(a) => match &o.newest {
-            Some(n) if n.integrity == Some(false) => (
-                Result::Fail,
+            Some(n) if n.integrity == Readiness::Fail => (
+                Readiness::Fail,
                 format!("the newest archive {} failed verification (the last good one is {})", n.name, a.name),
             ),
-            _ => (Result::Pass, format!("{} verified, under 7 days old", a.name)),
+            _ => (Readiness::Pass, format!("{} verified, under 7 days old", a.name)),
         },
     }
 }
 
-/// The status document; `time` formats (or masks) times and `age` ages.
-pub fn document(
-    name: &str,
-    source_file: &str,
-    tree: &str,
-    o: &BackupObservation,
-    now: DateTime<Utc>,
-    time: &dyn Fn(DateTime<Utc>) -> String,
-    age: &dyn Fn(chrono::Duration) -> String,
-) -> BackupPolicyStatus {
+/// The status document of one policy.
+pub(super) fn document(r: &Renderer<'_>, name: &str, source_file: &str, o: &BackupObservation) -> BackupPolicyStatus {
+    let now = r.input.now;
     let archive = |a: &ArchiveFacts| ArchiveStatus {
         name: a.name.clone(),
-        created_at: time(a.created_at),
-        age: age(now - a.created_at),
+        created_at: r.time(a.created_at),
+        age: r.age(now - a.created_at),
         size: bytesize::ByteSize(a.size).to_string(),
         size_bytes: a.size,
         checksum: format!("sha256:{}", a.aggregate),
-        integrity: match a.integrity {
-            Some(true) => Result::Pass,
-            Some(false) => Result::Fail,
-            None => Result::Unknown,
-        }
-        .label()
-        .into(),
+        integrity: a.integrity,
         checked: a.checked.clone(),
         encrypted: a.encrypted,
         images: a.images,
@@ -151,9 +166,9 @@ pub fn document(
         kind: "BackupPolicyStatus".into(),
         metadata: Metadata { name: name.into() },
         source_file: source_file.into(),
-        desired_tree: tree.into(),
+        desired_tree: r.input.desired.tree().into(),
         destination: o.destination.clone(),
-        result: result.label().into(),
+        result,
         reason,
         archives: o.archives,
         last_archive: o.newest.as_ref().map(archive),

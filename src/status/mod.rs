@@ -7,6 +7,7 @@
 //! keeps a status commit from ever causing another.
 
 mod backup;
+mod check;
 mod model;
 mod prepull;
 mod readme;
@@ -20,35 +21,16 @@ pub use backup::{ArchiveFacts, BackupObservation, BackupPolicyStatus};
 pub use model::{Index, MirrorSetStatus, RegistryHealth, TagState, TagStatus};
 pub use prepull::PrePullSetStatus;
 
+pub use crate::outcome::{SetPass, SetResult};
+
 use crate::desired::{DesiredState, Diagnostics, Digest};
 use crate::observe::{ImageObservation, Observed};
-use crate::plan::render::{Outcome, OutcomeResult};
-use crate::plan::{Action, Plan};
+use crate::outcome::OutcomeResult;
+use crate::plan::{Action, NoteKind};
 use crate::registry::Verdict;
 
 /// The name of the index file inside the status folder.
 pub const INDEX: &str = "lifeboat.yaml";
-
-/// The last pass of one MirrorSet.
-#[derive(Debug, Clone)]
-pub struct SetPass {
-    pub started: DateTime<Utc>,
-    pub finished: DateTime<Utc>,
-    pub observations: Vec<ImageObservation>,
-    /// The plan of this set alone.
-    pub plan: Plan,
-    pub outcomes: Vec<Outcome>,
-    /// The end of the last pass of this set that succeeded, this one or an earlier one.
-    pub last_success: Option<DateTime<Utc>>,
-}
-
-impl SetPass {
-    /// Succeeded: nothing failed and everything could be observed. (An image kept out by its
-    /// signature policy is the policy working, and shows as missing, not as a failed sync.)
-    pub fn succeeded(&self) -> bool {
-        !self.plan.has_unknowns() && self.outcomes.iter().all(|o| matches!(o.result, OutcomeResult::Done { .. }))
-    }
-}
 
 /// The desired state the report is about.
 #[derive(Debug, Clone, Copy)]
@@ -145,6 +127,22 @@ impl Report {
     }
 }
 
+/// The last success of each MirrorSet, as the committed status files record it: a restarted
+/// daemon starts from there, so freshness alerts stay true.
+pub fn last_successes(files: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, DateTime<Utc>> {
+    let Some(index) = files.get(INDEX).and_then(|b| Index::parse(b)) else {
+        return BTreeMap::new();
+    };
+    index
+        .mirror_sets
+        .into_iter()
+        .filter_map(|(name, set)| {
+            let at = DateTime::parse_from_rfc3339(set.last_success.as_deref()?).ok()?;
+            Some((name, at.with_timezone(&Utc)))
+        })
+        .collect()
+}
+
 /// The alert rules `deploy/` ships, by name: the DR report lists them.
 pub fn shipped_alerts() -> Vec<String> {
     alert_names(include_str!("../../deploy/prometheus/rules.yaml"))
@@ -154,7 +152,7 @@ pub fn shipped_alerts() -> Vec<String> {
 /// heartbeat is due.
 pub fn render_if_changed(input: &Input<'_>, heartbeat: Option<chrono::Duration>) -> Option<Rendered> {
     let rendered = render(input);
-    let previous = input.previous.get(INDEX).and_then(|b| serde_yaml::from_slice::<Index>(b).ok());
+    let previous = input.previous.get(INDEX).and_then(|b| Index::parse(b));
     if let Some(previous) = previous
         && previous.fingerprint == rendered.fingerprint
     {
@@ -226,15 +224,7 @@ impl Renderer<'_> {
                     unreadable: Some("not looked at by this run".into()),
                     ..Default::default()
                 });
-                let doc = backup::document(
-                    name,
-                    &policy.origin.file,
-                    self.input.desired.tree(),
-                    &observed,
-                    self.input.now,
-                    &|t| self.time(t),
-                    &|d| self.age(d),
-                );
+                let doc = backup::document(self, name, &policy.origin.file, &observed);
                 files.insert(format!("BackupPolicy/{name}.yaml"), yaml(&doc));
             }
         }
@@ -335,7 +325,7 @@ impl Renderer<'_> {
         let Some(pass) = pass else {
             return status;
         };
-        status.result = if pass.succeeded() { model::SetResult::Succeeded } else { model::SetResult::Failed };
+        status.result = pass.result();
         status.last_run = Some(self.time(pass.finished));
         status.last_success = match (pass.last_success, previous.and_then(|p| p.last_success.as_ref())) {
             (Some(t), _) => Some(self.time(t)),
@@ -371,7 +361,7 @@ impl Renderer<'_> {
         }
         // Signatures, attestations and referrers that failed to copy count too.
         status.summary.failed += pass
-            .outcomes
+            .outcomes()
             .iter()
             .filter(|o| {
                 matches!(o.result, OutcomeResult::Failed { .. }) && !matches!(o.change.action, Action::Copy { .. })
@@ -394,7 +384,7 @@ impl Renderer<'_> {
             Some(Observed::Present(m)) => Some(m.digest.clone()),
             _ => None,
         };
-        let outcome = pass.outcomes.iter().find(
+        let outcome = pass.outcomes().iter().find(
             |out| matches!(&out.change.action, Action::Copy { target, tag: t, .. } if *target == o.target && t == tag),
         );
         let note = pass.plan.notes.iter().find(|n| n.subject == subject);
@@ -449,14 +439,11 @@ impl Renderer<'_> {
             }
             (None, None) => {
                 if let Some(n) = note {
-                    t.state = if n.rejected {
-                        TagState::Rejected
-                    } else if n.unknown {
-                        TagState::Unknown
-                    } else if held.is_some() {
-                        TagState::Kept
-                    } else {
-                        TagState::Missing
+                    t.state = match n.kind {
+                        NoteKind::Rejected => TagState::Rejected,
+                        NoteKind::Unknown => TagState::Unknown,
+                        NoteKind::Kept | NoteKind::Unavailable if held.is_some() => TagState::Kept,
+                        NoteKind::Kept | NoteKind::Unavailable => TagState::Missing,
                     };
                     t.reason = Some(n.reason.clone());
                 } else if held.is_none() {

@@ -11,6 +11,14 @@ pub struct Metadata {
     pub name: String,
 }
 
+impl Index {
+    /// An index as the status branch holds it; `None` when it is not one (edited by hand, or
+    /// written by a future version).
+    pub fn parse(bytes: &[u8]) -> Option<Index> {
+        serde_yaml::from_slice(bytes).ok()
+    }
+}
+
 /// `lifeboat.yaml`: what the report was computed from, and a summary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -54,15 +62,7 @@ pub struct RegistryHealth {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum SetResult {
-    /// No pass of this set has run since Lifeboat started with this desired state.
-    NotRunYet,
-    Succeeded,
-    /// Something failed or could not be observed.
-    Failed,
-}
+pub use crate::outcome::SetResult;
 
 /// `MirrorSet/<name>.yaml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,32 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::check::{Check, Readiness};
 use super::model::{Index, MirrorSetStatus, SetResult, TagState};
 use super::{FRESH, Renderer};
-
-/// A check's outcome; ordered from best to worst, so the worst of several is their maximum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum Result {
-    Pass,
-    Unknown,
-    Fail,
-}
-
-impl Result {
-    pub(super) fn label(self) -> &'static str {
-        match self {
-            Result::Pass => "PASS",
-            Result::Fail => "FAIL",
-            Result::Unknown => "UNKNOWN",
-        }
-    }
-}
-
-struct Check {
-    name: &'static str,
-    result: Result,
-    evidence: String,
-}
 
 pub(super) fn render(r: &Renderer<'_>, index: &Index, sets: &BTreeMap<String, MirrorSetStatus>) -> String {
     let input = r.input;
@@ -38,13 +15,9 @@ pub(super) fn render(r: &Renderer<'_>, index: &Index, sets: &BTreeMap<String, Mi
         mirror_check(r, index, sets),
         fresh_check(r, sets),
         mirrored_check(sets),
-        pre_pull_check(input),
-        {
-            let declared = input.desired.state().map_or(0, |s| s.pre_pull_sets.len());
-            let (result, evidence) = super::prepull::gc_verdict(input.pre_pull, declared);
-            Check { name: "Kubelet image GC at 85 % / 75 % / 48 h", result, evidence }
-        },
-        backup_check(input),
+        super::prepull::check(input.desired.state().map(|s| &s.pre_pull_sets), input.pre_pull),
+        super::prepull::gc_check(input.desired.state().map_or(0, |s| s.pre_pull_sets.len()), input.pre_pull),
+        super::backup::check(input.desired.state().map(|s| &s.backup_policies), input.backups, input.now),
         alerts_check(input.alerts),
     ];
     let mut out = String::from("# Lifeboat status: DR readiness\n\n");
@@ -54,8 +27,8 @@ pub(super) fn render(r: &Renderer<'_>, index: &Index, sets: &BTreeMap<String, Mi
         r.time(input.now),
         short(&index.desired_tree)
     );
-    let failing = checks.iter().filter(|c| c.result == Result::Fail).count();
-    let unknown = checks.iter().filter(|c| c.result == Result::Unknown).count();
+    let failing = checks.iter().filter(|c| c.result == Readiness::Fail).count();
+    let unknown = checks.iter().filter(|c| c.result == Readiness::Unknown).count();
     let _ = writeln!(
         out,
         "**{}** of {} checks pass, {failing} fail, {unknown} unknown.\n",
@@ -87,7 +60,7 @@ pub(super) fn render(r: &Renderer<'_>, index: &Index, sets: &BTreeMap<String, Mi
             let _ = writeln!(
                 out,
                 "| [{name}](MirrorSet/{name}.yaml) | {} | {} | {} | {} | {} | {} | {} | {} |",
-                result_label(s.result),
+                s.result.label(),
                 s.last_success.as_deref().unwrap_or("never"),
                 c.desired,
                 c.mirrored,
@@ -131,14 +104,6 @@ pub(super) fn render(r: &Renderer<'_>, index: &Index, sets: &BTreeMap<String, Mi
     out
 }
 
-fn result_label(r: SetResult) -> &'static str {
-    match r {
-        SetResult::NotRunYet => "not run yet",
-        SetResult::Succeeded => "succeeded",
-        SetResult::Failed => "failed",
-    }
-}
-
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
@@ -150,11 +115,11 @@ fn cell(text: &str) -> String {
 
 fn desired_check(index: &Index) -> Check {
     if index.desired_state.valid {
-        Check { name: "Desired state valid", result: Result::Pass, evidence: "every document loads".into() }
+        Check { name: "Desired state valid", result: Readiness::Pass, evidence: "every document loads".into() }
     } else {
         Check {
             name: "Desired state valid",
-            result: Result::Fail,
+            result: Readiness::Fail,
             evidence: index.desired_state.diagnostics.last().cloned().unwrap_or_else(|| "invalid".into()),
         }
     }
@@ -174,23 +139,23 @@ fn mirror_check(r: &Renderer<'_>, index: &Index, sets: &BTreeMap<String, MirrorS
         })
         .collect();
     if hosts.is_empty() {
-        let result = if sets.is_empty() { Result::Pass } else { Result::Unknown };
+        let result = if sets.is_empty() { Readiness::Pass } else { Readiness::Unknown };
         let evidence = if sets.is_empty() { "no MirrorSet declared" } else { "no pass has looked at the mirror yet" };
         return Check { name, result, evidence: evidence.into() };
     }
     let down: Vec<String> = hosts.iter().filter_map(|(h, why)| why.map(|w| format!("`{h}`: {w}"))).collect();
     if down.is_empty() {
         let list = hosts.keys().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ");
-        Check { name, result: Result::Pass, evidence: format!("{list} answered every lookup of the last pass") }
+        Check { name, result: Readiness::Pass, evidence: format!("{list} answered every lookup of the last pass") }
     } else {
-        Check { name, result: Result::Fail, evidence: down.join("; ") }
+        Check { name, result: Readiness::Fail, evidence: down.join("; ") }
     }
 }
 
 fn fresh_check(r: &Renderer<'_>, sets: &BTreeMap<String, MirrorSetStatus>) -> Check {
     let name = "A sync succeeded within the last 2 hours";
     if sets.is_empty() {
-        return Check { name, result: Result::Pass, evidence: "no MirrorSet declared".into() };
+        return Check { name, result: Readiness::Pass, evidence: "no MirrorSet declared".into() };
     }
     let mut stale = Vec::new();
     let mut oldest: Option<chrono::DateTime<chrono::Utc>> = None;
@@ -203,9 +168,13 @@ fn fresh_check(r: &Renderer<'_>, sets: &BTreeMap<String, MirrorSetStatus>) -> Ch
     }
     if stale.is_empty() {
         let at = oldest.map(|t| r.time(t)).unwrap_or_default();
-        Check { name, result: Result::Pass, evidence: format!("every MirrorSet synced; the oldest success is at {at}") }
+        Check {
+            name,
+            result: Readiness::Pass,
+            evidence: format!("every MirrorSet synced; the oldest success is at {at}"),
+        }
     } else {
-        Check { name, result: Result::Fail, evidence: format!("not fresh: {}", stale.join(", ")) }
+        Check { name, result: Readiness::Fail, evidence: format!("not fresh: {}", stale.join(", ")) }
     }
 }
 
@@ -216,12 +185,12 @@ fn mirrored_check(sets: &BTreeMap<String, MirrorSetStatus>) -> Check {
     let unknown: usize = sets.values().map(|s| s.summary.unknown).sum();
     let not_run = sets.values().filter(|s| s.result == SetResult::NotRunYet).count();
     if not_run > 0 {
-        return Check { name, result: Result::Unknown, evidence: format!("{not_run} MirrorSet(s) not synced yet") };
+        return Check { name, result: Readiness::Unknown, evidence: format!("{not_run} MirrorSet(s) not synced yet") };
     }
     if missing == 0 {
-        return Check { name, result: Result::Pass, evidence: format!("{desired} of {desired} tags mirrored") };
+        return Check { name, result: Readiness::Pass, evidence: format!("{desired} of {desired} tags mirrored") };
     }
-    let result = if missing == unknown { Result::Unknown } else { Result::Fail };
+    let result = if missing == unknown { Readiness::Unknown } else { Readiness::Fail };
     Check {
         name,
         result,
@@ -234,53 +203,14 @@ fn mirrored_check(sets: &BTreeMap<String, MirrorSetStatus>) -> Check {
 fn alerts_check(alerts: &[String]) -> Check {
     let name = "Alerts configured";
     if alerts.is_empty() {
-        return Check { name, result: Result::Fail, evidence: "this build ships no alert rules".into() };
+        return Check { name, result: Readiness::Fail, evidence: "this build ships no alert rules".into() };
     }
     Check {
         name,
-        result: Result::Unknown,
+        result: Readiness::Unknown,
         evidence: format!(
             "deploy/ ships {} (PrometheusRule and rules file); whether Prometheus loaded them is not visible to Lifeboat",
             alerts.join(", ")
         ),
     }
-}
-
-/// Every selected node of every PrePullSet holds all its images.
-fn pre_pull_check(input: &super::Input<'_>) -> Check {
-    const NAME: &str = "Pre-pull runs on every node";
-    let Some(sets) = input.desired.state().map(|s| &s.pre_pull_sets) else {
-        return Check { name: NAME, result: Result::Unknown, evidence: "no valid desired state".into() };
-    };
-    if sets.is_empty() {
-        return Check { name: NAME, result: Result::Fail, evidence: "no PrePullSet is declared".into() };
-    }
-    let mut worst = Result::Pass;
-    let mut evidence = Vec::new();
-    for name in sets.keys() {
-        let (result, why) = super::prepull::verdict(input.pre_pull, input.pre_pull.sets.get(name));
-        worst = worst.max(result);
-        evidence.push(format!("{name}: {why}"));
-    }
-    Check { name: NAME, result: worst, evidence: evidence.join("; ") }
-}
-
-/// Every BackupPolicy has a verified archive under 7 days old.
-fn backup_check(input: &super::Input<'_>) -> Check {
-    const NAME: &str = "Air-gapped backups present, under 7 days old, verified";
-    let policies = input.desired.state().map(|s| &s.backup_policies);
-    let Some(policies) = policies.filter(|p| !p.is_empty()) else {
-        return Check { name: NAME, result: Result::Fail, evidence: "no BackupPolicy in the desired state".into() };
-    };
-    let mut worst = Result::Pass;
-    let mut evidence = Vec::new();
-    for (name, policy) in policies {
-        let (result, why) = match input.backups.get(name) {
-            Some(o) => super::backup::verdict(o, input.now),
-            None => (Result::Unknown, format!("{} was not looked at", policy.destination)),
-        };
-        worst = worst.max(result);
-        evidence.push(format!("{name}: {why}"));
-    }
-    Check { name: NAME, result: worst, evidence: evidence.join("; ") }
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use super::*;
 use crate::desired::source::MemorySource;
 use crate::desired::{LoadError, load};
+use crate::readiness::Readiness;
 use crate::reconcile;
 use crate::registry::fake::FakeRegistry;
 
@@ -54,7 +55,7 @@ fn pass(
     when: DateTime<Utc>,
     earlier: &BTreeMap<String, SetPass>,
 ) -> BTreeMap<String, SetPass> {
-    let pass = rt().block_on(reconcile::run(desired, registry));
+    let pass = rt().block_on(reconcile::mirror::run(desired, registry));
     let last_success = earlier.iter().filter_map(|(n, p)| Some((n.clone(), p.last_success?))).collect();
     pass.by_set(when, when, &last_success)
 }
@@ -95,7 +96,7 @@ fn first_input<'a>(
 }
 
 /// The nightly policy's folder: one archive, written and verified at `time`, with `integrity`.
-fn backups(time: DateTime<Utc>, integrity: Option<bool>) -> BTreeMap<String, BackupObservation> {
+fn backups(time: DateTime<Utc>, integrity: Readiness) -> BTreeMap<String, BackupObservation> {
     let archive = ArchiveFacts {
         name: format!("nightly-{}.tar.zst", time.format("%Y%m%dT%H%M%SZ")),
         created_at: time,
@@ -305,15 +306,18 @@ fn pre_pull_example(desired: &DesiredState) -> crate::prepull::PrePullPass {
     let mut pass = crate::prepull::PrePullPass::default();
     pass.sets.insert(
         "critical".into(),
-        crate::prepull::plan::SetReport {
+        crate::prepull::report::SetReport {
             method: set.method,
             daemon_set: "lifeboat/lifeboat-prepull-critical".into(),
-            images: images.iter().map(|i| i.reference.clone()).collect(),
+            images: Observed::Present(images.iter().map(|i| i.reference.clone()).collect()),
             not_in_mirror: Vec::new(),
-            unknown: None,
-            coverage: Some(coverage),
+            held: None,
+            coverage: Observed::Present(coverage),
         },
     );
+    pass.not_used = None;
+    pass.cluster = Some("https://fake.example:6443/".into());
+    pass.daemon_sets = Observed::Present(1);
     pass
 }
 
@@ -337,7 +341,7 @@ fn pre_pull_coverage_and_kubelet_gc_reach_the_report() {
     assert!(status.contains("result: FAIL") && status.contains("coveragePercent: '66.7'"), "{status}");
 
     // No cluster configured: both lines are UNKNOWN and say why.
-    let unobserved = crate::prepull::PrePullPass { not_observed: Some("--cluster off".into()), ..Default::default() };
+    let unobserved = crate::prepull::PrePullPass { not_used: Some("--cluster off".into()), ..Default::default() };
     let input = Input { pre_pull: &unobserved, ..first_input(&desired, TREE, &passes, &alerts, at(10)) };
     let readme = text(&render(&input).files, "README.md");
     assert!(
@@ -357,7 +361,7 @@ fn the_committed_example_status_is_current() {
     let registry = registry();
     let passes = pass(&desired, &registry, at(10), &BTreeMap::new());
     let alerts = shipped_alerts();
-    let backups = backups(at(3), Some(true));
+    let backups = backups(at(3), Readiness::Pass);
     let pre_pull = pre_pull_example(&desired);
     let input =
         Input { backups: &backups, pre_pull: &pre_pull, ..first_input(&desired, TREE, &passes, &alerts, at(10)) };
@@ -419,14 +423,14 @@ fn backups_pass_only_when_verified_and_under_seven_days_and_age_alone_commits_no
         let doc: BackupPolicyStatus = doc(rendered, "BackupPolicy/nightly.yaml");
         (line, doc)
     };
-    let fresh = backups(at(3), Some(true));
+    let fresh = backups(at(3), Readiness::Pass);
     let input = Input { backups: &fresh, ..first_input(&desired, TREE, &passes, &alerts, at(10)) };
     let first = render(&input);
     let (line, doc) = check(&first);
     assert!(line.contains("| PASS |") && line.contains("nightly-20261102T030000Z.tar.zst verified"), "{line}");
-    assert_eq!(doc.result, "PASS");
+    assert_eq!(doc.result, Readiness::Pass);
     let archive = doc.last_archive.unwrap();
-    assert_eq!((archive.age.as_str(), archive.integrity.as_str(), archive.encrypted), ("7h 0m", "PASS", true));
+    assert_eq!((archive.age.as_str(), archive.integrity, archive.encrypted), ("7h 0m", Readiness::Pass, true));
     assert_eq!(archive.checksum, format!("sha256:{}", "ab".repeat(32)));
 
     // An hour later only the age differs: nothing new to commit.
@@ -437,17 +441,17 @@ fn backups_pass_only_when_verified_and_under_seven_days_and_age_alone_commits_no
     let old = Input { now: at(10) + chrono::Duration::days(8), ..input };
     let (line, doc) = check(&render(&old));
     assert!(line.contains("| FAIL |") && line.contains("over 7 days old"), "{line}");
-    assert_eq!(doc.result, "FAIL");
+    assert_eq!(doc.result, Readiness::Fail);
 
     // A newest archive that failed verification fails, and says so.
-    let failed = backups(at(3), Some(false));
+    let failed = backups(at(3), Readiness::Fail);
     let (line, _) = check(&render(&Input { backups: &failed, ..input }));
     assert!(line.contains("| FAIL |") && line.contains("passed verification"), "{line}");
 
     // A destination that cannot be read here is unknown, not failed.
-    let mut unreadable = backups(at(3), Some(true));
+    let mut unreadable = backups(at(3), Readiness::Pass);
     unreadable.get_mut("nightly").unwrap().unreadable = Some("permission denied".into());
     let (line, doc) = check(&render(&Input { backups: &unreadable, ..input }));
     assert!(line.contains("| UNKNOWN |") && line.contains("permission denied"), "{line}");
-    assert_eq!(doc.result, "UNKNOWN");
+    assert_eq!(doc.result, Readiness::Unknown);
 }

@@ -199,7 +199,8 @@ fn an_invalid_desired_state_is_reported_in_status_and_nothing_is_applied() {
     remote.push(&[("desired/mirrors.yaml", &bad)], "mirror 2.0 (typo)");
     let run = apply_from(&remote, &[]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("mirrors.yaml") && run.stderr.contains("platfroms"), "{}", run.stderr);
+    // With -o json the diagnostics are the JSON answer on stdout, like `validate -o json`.
+    assert!(run.stdout.contains("mirrors.yaml") && run.stdout.contains("platfroms"), "{}", run.stdout);
     assert_eq!(rt().block_on(world.mir().digest("mirror/vendor/app", "2.0")), None, "nothing was applied");
     let index = remote.file("status/lifeboat.yaml").unwrap();
     assert!(index.contains("valid: false") && index.contains("platfroms"), "{index}");
@@ -636,11 +637,11 @@ fn only_a_desired_state_signed_by_a_trusted_key_is_applied() {
     remote.push(&[("desired/mirrors.yaml", &more)], "unsigned change");
     let run = apply_from(&remote, &["--verify-commits", &allowed]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("is not trusted: it is not signed"), "{}", run.stderr);
+    assert!(run.stdout.contains("is not trusted: it is not signed"), "{}", run.stdout);
     push_signed(&remote, &[("desired/mirrors.yaml", &format!("{more}\n"))], &stranger);
     let run = apply_from(&remote, &["--verify-commits", &allowed]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("its key is not in"), "{}", run.stderr);
+    assert!(run.stdout.contains("its key is not in"), "{}", run.stdout);
     assert_eq!(rt().block_on(world.mir().digest("mirror/vendor/app", "2.0")), None, "nothing untrusted applied");
     assert!(remote.file("status/lifeboat.yaml").unwrap().contains("not trusted"));
 
@@ -669,7 +670,7 @@ fn only_a_desired_state_signed_by_a_trusted_key_is_applied() {
     git(work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
     let run = apply_from(&remote, &["--verify-commits", &allowed]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("is not trusted: it is not signed"), "{}", run.stderr);
+    assert!(run.stdout.contains("is not trusted: it is not signed"), "{}", run.stdout);
 }
 
 /// Regression: after a restart, the last successful sync was forgotten until a sync succeeded,

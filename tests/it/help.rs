@@ -1,58 +1,70 @@
-//! The command-line help is part of the interface: snapshot it.
+//! The command-line help is part of the interface: snapshot it for every command, nested ones
+//! included, and check what holds across all of them.
+
+use std::collections::BTreeMap;
 
 use clap::CommandFactory;
 use lifeboat::cli::Cli;
 
-fn help(path: &[&str]) -> String {
+fn built() -> clap::Command {
     let mut command = Cli::command().term_width(100);
     command.build();
-    let mut target = &mut command;
-    for name in path {
-        target = target.find_subcommand_mut(name).expect("subcommand exists");
+    command
+}
+
+/// Every command and subcommand, as its path of names (the top level is the empty path).
+fn commands(command: &clap::Command, path: Vec<String>, out: &mut Vec<(Vec<String>, clap::Command)>) {
+    out.push((path.clone(), command.clone()));
+    for sub in command.get_subcommands() {
+        if sub.get_name() == "help" {
+            continue;
+        }
+        let mut next = path.clone();
+        next.push(sub.get_name().to_string());
+        commands(sub, next, out);
     }
-    target.render_long_help().to_string()
+}
+
+fn all() -> Vec<(Vec<String>, clap::Command)> {
+    let mut out = Vec::new();
+    commands(&built(), Vec::new(), &mut out);
+    out
 }
 
 #[test]
-fn top_level_help() {
-    insta::assert_snapshot!(help(&[]));
+fn every_command_has_a_help_snapshot() {
+    let all = all();
+    assert!(all.len() >= 14, "{:?}", all.iter().map(|(p, _)| p.join(" ")).collect::<Vec<_>>());
+    for (path, mut command) in all {
+        let name = if path.is_empty() { "lifeboat".to_string() } else { format!("lifeboat_{}", path.join("_")) };
+        insta::assert_snapshot!(name.replace('-', "_"), command.render_long_help().to_string());
+    }
 }
 
 #[test]
-fn validate_help() {
-    insta::assert_snapshot!(help(&["validate"]));
-}
-
-#[test]
-fn diff_help() {
-    insta::assert_snapshot!(help(&["diff"]));
-}
-
-#[test]
-fn every_flag_can_be_set_from_the_environment() {
-    let command = Cli::command();
+fn every_flag_can_be_set_from_the_environment_and_each_variable_means_one_thing() {
     let mut missing = Vec::new();
-    let mut check = |cmd: &clap::Command| {
-        for arg in cmd.get_arguments() {
-            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
-            if !builtin && arg.get_env().is_none() {
-                missing.push(format!("{} --{}", cmd.get_name(), arg.get_id()));
+    // Variable → the argument ids that read it, with where.
+    let mut meanings: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    for (path, command) in all() {
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            match arg.get_env() {
+                None => missing.push(format!("lifeboat {} --{id}", path.join(" "))),
+                Some(env) => meanings
+                    .entry(env.to_string_lossy().into_owned())
+                    .or_default()
+                    .entry(id.to_string())
+                    .or_default()
+                    .push(path.join(" ")),
             }
         }
-    };
-    check(&command);
-    for sub in command.get_subcommands() {
-        check(sub);
     }
-    assert!(missing.is_empty(), "flags without an environment variable: {missing:?}");
-}
-
-#[test]
-fn run_help() {
-    insta::assert_snapshot!(help(&["run"]));
-}
-
-#[test]
-fn node_agent_help() {
-    insta::assert_snapshot!(help(&["node-agent"]));
+    assert!(missing.is_empty(), "flags without an environment variable: {missing:#?}");
+    let shared: Vec<String> =
+        meanings.iter().filter(|(_, ids)| ids.len() > 1).map(|(env, ids)| format!("{env}: {ids:?}")).collect();
+    assert!(shared.is_empty(), "variables read by different arguments: {shared:#?}");
 }

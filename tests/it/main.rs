@@ -6,6 +6,7 @@ mod backup;
 mod daemon;
 mod diff;
 mod help;
+mod layout;
 mod loader_fuzz;
 mod mirror;
 mod nodeagent;

@@ -42,6 +42,8 @@ impl Node {
             "--once",
             "--report",
             "stdout",
+            "-o",
+            "json",
             "--set",
             "critical",
             "--node-name",
@@ -203,6 +205,8 @@ fn no_runtime_at_the_socket_is_an_error_naming_it() {
         "--once",
         "--report",
         "stdout",
+        "-o",
+        "json",
         "--set",
         "critical",
         "--images-file",
@@ -211,7 +215,9 @@ fn no_runtime_at_the_socket_is_an_error_naming_it() {
         socket.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    // No inventory: with -o json the answer on stdout is the error, as a JSON document.
+    let answer: Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    assert!(answer["error"].as_str().is_some_and(|e| e.contains("there is no socket at")), "{answer}");
     assert!(run.stderr.contains(&format!("there is no socket at {}", socket.display())), "{}", run.stderr);
     assert!(run.stderr.contains("--cri-socket"), "{}", run.stderr);
 }
@@ -254,6 +260,8 @@ fn an_unreadable_images_file_is_an_error_naming_it() {
         "--once",
         "--report",
         "stdout",
+        "-o",
+        "json",
         "--set",
         "critical",
         "--images-file",
@@ -284,7 +292,19 @@ fn the_loop_survives_a_failing_round_and_stops_on_sigterm() {
     let socket = node.containerd.socket();
     let mut command = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
     command
-        .args(["node-agent", "--report", "stdout", "--set", "critical", "--node-name", "node-1", "--interval", "100ms"])
+        .args([
+            "node-agent",
+            "--report",
+            "stdout",
+            "-o",
+            "json",
+            "--set",
+            "critical",
+            "--node-name",
+            "node-1",
+            "--interval",
+            "100ms",
+        ])
         .arg("--images-file")
         .arg(&images)
         .arg("--cri-socket")

@@ -112,8 +112,9 @@ fn the_kubelet_method_pulls_every_image_on_the_node_and_coverage_proves_it() {
 
     let source = lifeboat::desired::source::DirectorySource::new(world.dir.path()).unwrap();
     let desired = lifeboat::desired::load(&source).unwrap_or_else(|e| panic!("{e:?}"));
-    let registry =
-        lifeboat::commands::registry_for(world.dir.path(), &desired, std::time::Duration::from_secs(5), 1).unwrap();
+    let options =
+        lifeboat::registry::Options { timeout: std::time::Duration::from_secs(5), retries: 1, ..Default::default() };
+    let registry = lifeboat::registry::OciRegistry::for_desired(&desired, world.dir.path(), options).unwrap();
     let server = FakeApiServer::new();
     server.insert(&node("n1"));
     rt().block_on(async {
@@ -127,28 +128,31 @@ fn the_kubelet_method_pulls_every_image_on_the_node_and_coverage_proves_it() {
             },
             "https://fake.example:6443/".into(),
         );
-        let first = lifeboat::reconcile::pre_pull(&desired, &registry, Ok(&cluster), true).await;
-        assert!(first.failures.is_empty() && !first.has_problems(), "{first:#?}");
+        let settings = cluster.settings.clone();
+        let pass = || lifeboat::reconcile::prepull::run(&desired, &registry, Ok(&cluster), &settings);
+        let first = pass().await;
+        assert_eq!(first.result(), lifeboat::outcome::SetResult::Succeeded, "{first:#?}");
         let set = &first.sets["critical"];
-        assert_eq!(set.images.len(), 2, "{set:#?}");
-        assert!(set.images.iter().all(|i| i.starts_with(&world.mirror.host) && i.contains("@sha256:")));
-        let before = &set.coverage.as_ref().unwrap().nodes[0];
+        let images = set.images.present().expect("the mirror was read");
+        assert_eq!(images.len(), 2, "{set:#?}");
+        assert!(images.iter().all(|i| i.starts_with(&world.mirror.host) && i.contains("@sha256:")));
+        let before = &set.coverage.present().unwrap().nodes[0];
         assert_eq!((before.node.as_str(), before.present), ("n1", 0));
 
         let runtime = CriClient::connect(&runtime_node.socket()).await.unwrap();
         let pulled = kubelet(&server, "n1", &runtime).await;
         assert_eq!(pulled.len(), 3, "the no-op's image and both images, from the mirror: {pulled:?}");
 
-        let after = lifeboat::reconcile::pre_pull(&desired, &registry, Ok(&cluster), true).await;
+        let after = pass().await;
         assert!(after.changes.is_empty(), "{:?}", after.changes);
-        let coverage = after.sets["critical"].coverage.as_ref().unwrap();
+        let coverage = after.sets["critical"].coverage.present().unwrap();
         assert_eq!((coverage.covered(), coverage.nodes.len()), (1, 1), "{coverage:#?}");
         assert_eq!(coverage.nodes[0].present, 2);
 
         // A node that joins is not covered until its pod has run there.
         server.insert(&node("n2"));
-        let joined = lifeboat::reconcile::pre_pull(&desired, &registry, Ok(&cluster), true).await;
-        let coverage = joined.sets["critical"].coverage.as_ref().unwrap();
+        let joined = pass().await;
+        let coverage = joined.sets["critical"].coverage.present().unwrap();
         assert_eq!((coverage.covered(), coverage.nodes.len()), (1, 2));
         assert_eq!(coverage.nodes[1].missing[0].reason, "no pre-pull pod runs on this node yet");
     });

@@ -1,20 +1,26 @@
-//! Carries out a plan: changes to different mirror tags run in parallel, changes to one tag
-//! in plan order (a backup before the copy that moves the tag), prunes last. A failure is
-//! recorded and the pass goes on.
+//! Carries out a plan: the apply step of a pass, the only step that writes.
+//!
+//! For the mirror: changes to different mirror tags run in parallel, changes to one tag in
+//! plan order (a backup before the copy that moves the tag), prunes last. For pre-pull
+//! ([`prepull`]): each DaemonSet step in order. A failure is recorded and the pass goes on.
+
+mod prepull;
+
+pub use prepull::pre_pull;
 
 use std::collections::BTreeMap;
 
 use futures_util::StreamExt;
 
 use crate::desired::{Platforms, SignaturePolicy};
-use crate::plan::render::{Outcome, OutcomeResult};
+use crate::outcome::{Outcome, OutcomeResult};
 use crate::plan::{Action, Change, Plan};
 use crate::registry::{CopyReport, CopyRequest, Registry, RegistryError, Verdict};
 
 /// Mirror tags worked on at once; per-registry limits bound the requests beneath this.
 pub const TAGS_IN_FLIGHT: usize = 8;
 
-pub async fn apply<R: Registry>(plan: &Plan, registry: &R) -> Vec<Outcome> {
+pub async fn mirror<R: Registry>(plan: &Plan, registry: &R) -> Vec<Outcome> {
     let (prunes, writes): (Vec<&Change>, Vec<&Change>) =
         plan.changes.iter().partition(|c| matches!(c.action, Action::Prune { .. }));
     let mut groups: BTreeMap<String, Vec<(usize, &Change)>> = BTreeMap::new();

@@ -11,14 +11,16 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 
-use super::pre_pull;
 use crate::cluster::fake::FakeApiServer;
 use crate::cluster::prepull::{HASH_ANNOTATION, PrePullCluster};
 use crate::cluster::render::{self, RenderSettings};
 use crate::desired::source::MemorySource;
 use crate::desired::{DesiredState, Digest, load};
+use crate::observed::Observed;
+use crate::prepull::PrePullPass;
 use crate::prepull::coverage::GcAudit;
 use crate::prepull::plan::ChangeKind;
+use crate::reconcile::prepull as stage;
 use crate::registry::fake::FakeRegistry;
 
 const MIRROR: &str = "mirror.example:5000";
@@ -39,6 +41,24 @@ fn state(pre_pull: &str) -> DesiredState {
 }
 
 const SET: &str = "apiVersion: lifeboat.dev/v1alpha1\nkind: PrePullSet\nmetadata: {name: critical}\nspec:\n  mirrorSets: [base]\n  nodeSelector: {pool: workers}\n";
+
+/// The pre-pull stage of a dry run.
+async fn plan(desired: &DesiredState, registry: &FakeRegistry, cluster: Result<&PrePullCluster, &str>) -> PrePullPass {
+    stage::dry_run(desired, registry, cluster, &settings(cluster)).await
+}
+
+/// The pre-pull stage of a pass that applies.
+async fn apply(desired: &DesiredState, registry: &FakeRegistry, cluster: Result<&PrePullCluster, &str>) -> PrePullPass {
+    stage::run(desired, registry, cluster, &settings(cluster)).await
+}
+
+fn settings(cluster: Result<&PrePullCluster, &str>) -> RenderSettings {
+    cluster.map(|c| c.settings.clone()).unwrap_or_else(|_| RenderSettings {
+        namespace: "lifeboat".into(),
+        agent_namespace: "lifeboat-node-agent".into(),
+        lifeboat_image: "registry.example/lifeboat:test".into(),
+    })
+}
 
 fn cluster(server: &FakeApiServer) -> PrePullCluster {
     PrePullCluster::new(
@@ -124,15 +144,15 @@ async fn daemon_sets_follow_the_desired_state_and_coverage_follows_the_nodes() {
     let desired = state(SET);
 
     // Plan: one DaemonSet to create, nothing written.
-    let plan = pre_pull(&desired, &registry, Ok(&cluster), false).await;
-    let said = crate::prepull::plan::human(&plan);
+    let plan = plan(&desired, &registry, Ok(&cluster)).await;
+    let said = crate::prepull::report::human(&plan);
     assert!(said.starts_with("Pre-pull on https://fake.example:6443/: 1 change"), "{said}");
     let kinds: Vec<ChangeKind> = plan.changes.iter().map(|c| c.kind).collect();
     assert_eq!(kinds, [ChangeKind::Create], "{plan:#?}");
     assert!(server.object::<DaemonSet>(Some("lifeboat"), &plan.changes[0].name).is_none());
 
     // Apply creates it, labelled and annotated, by server-side apply.
-    let applied = pre_pull(&desired, &registry, Ok(&cluster), true).await;
+    let applied = apply(&desired, &registry, Ok(&cluster)).await;
     assert!(applied.failures.is_empty(), "{:?}", applied.failures);
     let name = &applied.changes[0].name;
     let ds = server.object::<DaemonSet>(Some("lifeboat"), name).expect("the DaemonSet was applied");
@@ -143,14 +163,14 @@ async fn daemon_sets_follow_the_desired_state_and_coverage_follows_the_nodes() {
     let version = ds.metadata.resource_version.clone();
 
     // Nothing changed: no change planned, nothing written.
-    let again = pre_pull(&desired, &registry, Ok(&cluster), true).await;
+    let again = apply(&desired, &registry, Ok(&cluster)).await;
     assert!(again.changes.is_empty(), "{:?}", again.changes);
     let ds = server.object::<DaemonSet>(Some("lifeboat"), name).unwrap();
     assert_eq!(ds.metadata.resource_version, version);
 
     // Coverage: w1 holds both images, w2 one, w3 none; c1 is not selected, w4's taint is not
     // tolerated. The kubelet GC settings come from configz; w2's differ, w3's cannot be read.
-    let images = &again.sets["critical"].images;
+    let images = again.sets["critical"].images.present().expect("the mirror was read");
     let (a, b) = (images[0].as_str(), images[1].as_str());
     for n in [node("w1", "workers", None), node("w2", "workers", None), node("w3", "workers", None)] {
         server.insert(&n);
@@ -162,8 +182,8 @@ async fn daemon_sets_follow_the_desired_state_and_coverage_follows_the_nodes() {
     let gc = |low| json!({"imageGCHighThresholdPercent": 85, "imageGCLowThresholdPercent": low, "imageMinimumGCAge": "48h0m0s"});
     server.set_kubelet_config("w1", gc(75));
     server.set_kubelet_config("w2", gc(80));
-    let seen = pre_pull(&desired, &registry, Ok(&cluster), true).await;
-    let coverage = seen.sets["critical"].coverage.as_ref().expect("coverage was read");
+    let seen = apply(&desired, &registry, Ok(&cluster)).await;
+    let coverage = seen.sets["critical"].coverage.present().expect("coverage was read");
     let by_node: BTreeMap<&str, _> = coverage.nodes.iter().map(|n| (n.node.as_str(), n)).collect();
     assert_eq!(by_node.keys().copied().collect::<Vec<_>>(), ["w1", "w2", "w3"]);
     assert!(by_node["w1"].covered() && !by_node["w2"].covered() && !by_node["w3"].covered());
@@ -178,8 +198,8 @@ async fn daemon_sets_follow_the_desired_state_and_coverage_follows_the_nodes() {
 
     // Without nodes/proxy permission, the GC settings are UNKNOWN with the permission named.
     server.forbid("nodes/proxy");
-    let refused = pre_pull(&desired, &registry, Ok(&cluster), true).await;
-    let node = &refused.sets["critical"].coverage.as_ref().unwrap().nodes[0];
+    let refused = apply(&desired, &registry, Ok(&cluster)).await;
+    let node = &refused.sets["critical"].coverage.present().unwrap().nodes[0];
     assert!(
         matches!(&node.kubelet_gc, GcAudit::Unknown { reason } if reason.contains("nodes/proxy")),
         "{:?}",
@@ -188,13 +208,13 @@ async fn daemon_sets_follow_the_desired_state_and_coverage_follows_the_nodes() {
 
     // The mirror down: the DaemonSet is left as it is, and the pass says why.
     registry.set_down(MIRROR, true);
-    let held = pre_pull(&desired, &registry, Ok(&cluster), true).await;
-    assert!(held.changes.is_empty() && held.has_problems(), "{held:#?}");
+    let held = apply(&desired, &registry, Ok(&cluster)).await;
+    assert!(held.changes.is_empty() && held.result() == crate::outcome::SetResult::Failed, "{held:#?}");
     assert!(server.object::<DaemonSet>(Some("lifeboat"), name).is_some(), "kept while the mirror is down");
     registry.set_down(MIRROR, false);
 
     // The set leaves the desired state: its DaemonSet is deleted.
-    let removed = pre_pull(&state(""), &registry, Ok(&cluster), true).await;
+    let removed = apply(&state(""), &registry, Ok(&cluster)).await;
     assert_eq!(removed.changes.iter().map(|c| c.kind).collect::<Vec<_>>(), [ChangeKind::Delete]);
     assert!(server.object::<DaemonSet>(Some("lifeboat"), name).is_none());
 }
@@ -203,18 +223,19 @@ async fn daemon_sets_follow_the_desired_state_and_coverage_follows_the_nodes() {
 async fn without_a_cluster_images_are_still_resolved_and_the_reason_given() {
     let registry = FakeRegistry::default();
     registry.push(&format!("{MIRROR}/m/app"), "1.0", &digest(1));
-    let pass = pre_pull(&state(SET), &registry, Err("--cluster off"), false).await;
-    assert_eq!(pass.not_observed.as_deref(), Some("--cluster off"));
-    assert!(!pass.has_problems());
+    let pass = plan(&state(SET), &registry, Err("--cluster off")).await;
+    assert_eq!(pass.not_used.as_deref(), Some("--cluster off"));
+    assert_eq!(pass.result(), crate::outcome::SetResult::Succeeded);
     let set = &pass.sets["critical"];
-    assert_eq!(set.images, [format!("{MIRROR}/m/app@{}", digest(1))]);
+    assert_eq!(set.images, Observed::Present(vec![format!("{MIRROR}/m/app@{}", digest(1))]));
     assert_eq!(set.not_in_mirror.len(), 1, "2.0 is not mirrored yet");
 
     // An API server that cannot be reached makes the pass unknown, never a change.
     let server = FakeApiServer::new();
     server.set_outage(Some(crate::cluster::fake::Outage::Unavailable));
-    let pass = pre_pull(&state(SET), &registry, Ok(&cluster(&server)), true).await;
-    assert!(pass.unknown && pass.changes.is_empty(), "{pass:#?}");
+    let pass = apply(&state(SET), &registry, Ok(&cluster(&server))).await;
+    assert!(pass.daemon_sets.is_unknown() && pass.changes.is_empty(), "{pass:#?}");
+    assert_eq!(pass.result(), crate::outcome::SetResult::Failed);
 }
 
 #[tokio::test]
@@ -233,14 +254,14 @@ async fn a_wiped_mirror_never_shrinks_the_set_and_a_method_change_keeps_the_agen
         },
         "https://fake.example:6443/".into(),
     );
-    let applied = pre_pull(&state(SET), &registry, Ok(&cluster), true).await;
+    let applied = apply(&state(SET), &registry, Ok(&cluster)).await;
     let kubelet_ds = applied.changes[0].name.clone();
 
     // The mirror loses its images (wiped, restored from an old backup): nothing shrinks.
     let wiped = FakeRegistry::default();
-    let pass = pre_pull(&state(SET), &wiped, Ok(&cluster), true).await;
+    let pass = apply(&state(SET), &wiped, Ok(&cluster)).await;
     assert!(pass.changes.is_empty(), "{:?}", pass.changes);
-    assert!(pass.sets["critical"].unknown.as_deref().is_some_and(|u| u.contains("would drop 2")), "{pass:#?}");
+    assert!(pass.sets["critical"].held.as_deref().is_some_and(|u| u.contains("would drop 2")), "{pass:#?}");
     let ds = server.object::<DaemonSet>(Some("lifeboat"), &kubelet_ds).unwrap();
     let init = ds.spec.template.spec.unwrap().init_containers.unwrap();
     assert_eq!(init.iter().filter(|c| c.image.as_deref().is_some_and(|i| i.contains('@'))).count(), 2);
@@ -248,7 +269,7 @@ async fn a_wiped_mirror_never_shrinks_the_set_and_a_method_change_keeps_the_agen
     // kubelet → cri in the same namespace: the agents' image list survives the old
     // DaemonSet's deletion, and a list deleted by hand comes back on the next pass.
     let cri = SET.replace("nodeSelector", "method: cri\n  nodeSelector");
-    let moved = pre_pull(&state(&cri), &registry, Ok(&cluster), true).await;
+    let moved = apply(&state(&cri), &registry, Ok(&cluster)).await;
     let kinds: Vec<ChangeKind> = moved.changes.iter().map(|c| c.kind).collect();
     assert_eq!(kinds, [ChangeKind::Create, ChangeKind::Delete], "{:?}", moved.changes);
     assert!(moved.failures.is_empty(), "{:?}", moved.failures);
@@ -257,7 +278,7 @@ async fn a_wiped_mirror_never_shrinks_the_set_and_a_method_change_keeps_the_agen
     let cm = server.object::<k8s_openapi::api::core::v1::ConfigMap>(Some("lifeboat"), &list).expect("the list stays");
     assert_eq!(cm.data.unwrap()[render::IMAGES_KEY].lines().count(), 2);
     server.clear(crate::cluster::fake::ObjectKey::of::<k8s_openapi::api::core::v1::ConfigMap>(Some("lifeboat"), &list));
-    let healed = pre_pull(&state(&cri), &registry, Ok(&cluster), true).await;
+    let healed = apply(&state(&cri), &registry, Ok(&cluster)).await;
     assert!(healed.changes.is_empty(), "{:?}", healed.changes);
     assert!(server.object::<k8s_openapi::api::core::v1::ConfigMap>(Some("lifeboat"), &list).is_some());
 }
