@@ -278,19 +278,19 @@ impl<'a> Demo<'a> {
         self.pull_request_diff()?;
 
         let url = self.url();
-        let plan = self.lifeboat(&["plan", "--repo", &url, "--branch", "main"], &[2])?;
+        let plan = self.lifeboat(&["plan", "--repo", &url, "--branch", "main"], &[1])?;
         explain(
             plan.code,
-            "the plan lists the copies to make, and exits 2 rather than 1 because tools/busybox:1.36 is kept out by \
-             the signature policy (0 in sync, 1 changes to make, 2 an error, something unobserved or an image rejected)",
+            "the plan lists the copies to make, and names tools/busybox:1.36, which the signature policy keeps out \
+             (0 in sync, 1 changes to make or images a person must act on, 2 an error or something unobserved)",
         );
 
         let head_before = self.git_out(&["--git-dir", &self.bare.to_string_lossy(), "rev-parse", "main"])?;
-        let apply = self.lifeboat(&["apply", "--repo", &url, "--branch", "main"], &[2])?;
+        let apply = self.lifeboat(&["apply", "--repo", &url, "--branch", "main"], &[1])?;
         explain(
             apply.code,
             "expected: every signed image was copied, but the unsigned tools/busybox:1.36 was rejected by the \
-             signature policy, and apply exits 2 when anything is rejected, failed or unknown",
+             signature policy: the pass is stalled (exit 1) until a person acts; 2 would mean a failure or an outage",
         );
         ensure!(apply.stderr.contains("status committed"), "apply did not commit a status report");
 
@@ -298,7 +298,7 @@ impl<'a> Demo<'a> {
         self.show_status_commit(head_before.trim())?;
 
         let head = self.git_out(&["--git-dir", &self.bare.to_string_lossy(), "rev-parse", "main"])?;
-        let again = self.lifeboat(&["apply", "--repo", &url, "--branch", "main"], &[2])?;
+        let again = self.lifeboat(&["apply", "--repo", &url, "--branch", "main"], &[1])?;
         explain(again.code, "the same rejection; everything else was already in the mirror, so nothing was copied");
         ensure!(
             again.stderr.contains("status unchanged: no commit"),

@@ -117,6 +117,20 @@ impl FakeApiServer {
         Some(serde_json::from_value(value).expect("a stored object reads back as its type"))
     }
 
+    /// Every stored object of a kind, in every namespace, by key.
+    pub fn objects<K>(&self) -> Vec<K>
+    where
+        K: Resource<DynamicType = ()> + DeserializeOwned,
+    {
+        let (api_version, plural) = (K::api_version(&()).into_owned(), K::plural(&()).into_owned());
+        self.lock()
+            .objects
+            .iter()
+            .filter(|(key, _)| key.api_version == api_version && key.plural == plural)
+            .map(|(_, value)| serde_json::from_value(value.clone()).expect("a stored object reads back as its type"))
+            .collect()
+    }
+
     pub fn object_value(&self, key: &ObjectKey) -> Option<Value> {
         self.lock().objects.get(key).cloned()
     }

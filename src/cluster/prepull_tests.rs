@@ -282,3 +282,65 @@ async fn a_wiped_mirror_never_shrinks_the_set_and_a_method_change_keeps_the_agen
     assert!(healed.changes.is_empty(), "{:?}", healed.changes);
     assert!(server.object::<k8s_openapi::api::core::v1::ConfigMap>(Some("lifeboat"), &list).is_some());
 }
+
+/// A PrePullSet document: `name`, its method, and whether it takes the MirrorSet's images or
+/// one explicit image.
+fn set_document(name: &str, cri: bool, from_mirror_set: bool, pool: bool) -> String {
+    let method = if cri { "  method: cri\n" } else { "" };
+    let images = if from_mirror_set {
+        "  mirrorSets: [base]\n".to_string()
+    } else {
+        format!("  images: [\"{MIRROR}/m/app:2.0\"]\n")
+    };
+    let selector = if pool { "  nodeSelector: {pool: workers}\n" } else { "" };
+    format!(
+        "apiVersion: lifeboat.dev/v1alpha1\nkind: PrePullSet\nmetadata: {{name: {name}}}\nspec:\n{method}{images}{selector}"
+    )
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    /// The pre-pull stage's idempotence: from whatever the cluster holds, apply, then plan
+    /// again: no DaemonSet to create, update or delete, and a third pass writes nothing.
+    #[test]
+    fn apply_then_plan_changes_nothing(
+        before in proptest::collection::vec((0usize..3, proptest::bool::ANY, proptest::bool::ANY, proptest::bool::ANY), 0..3),
+        after in proptest::collection::vec((0usize..3, proptest::bool::ANY, proptest::bool::ANY, proptest::bool::ANY), 0..3),
+    ) {
+        let names = ["critical", "gpu", "edge"];
+        let documents = |sets: &[(usize, bool, bool, bool)]| {
+            let mut seen = std::collections::BTreeSet::new();
+            sets.iter()
+                .filter(|(n, ..)| seen.insert(*n))
+                .map(|(n, cri, base, pool)| set_document(names[*n], *cri, *base, *pool))
+                .collect::<Vec<_>>()
+                .join("---\n")
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let registry = FakeRegistry::default();
+            registry.push(&format!("{MIRROR}/m/app"), "1.0", &digest(1));
+            registry.push(&format!("{MIRROR}/m/app"), "2.0", &digest(2));
+            let server = FakeApiServer::new();
+            server.insert(&node("w1", "workers", None));
+            let cluster = cluster(&server);
+            apply(&state(&documents(&before)), &registry, Ok(&cluster)).await;
+            let desired = state(&documents(&after));
+            let applied = apply(&desired, &registry, Ok(&cluster)).await;
+            assert!(applied.failures.is_empty(), "{:?}", applied.failures);
+            let again = plan(&desired, &registry, Ok(&cluster)).await;
+            assert!(again.changes.is_empty(), "{:#?}", again.changes);
+            let daemon_sets = |server: &FakeApiServer| {
+                server
+                    .objects::<DaemonSet>()
+                    .into_iter()
+                    .map(|d| (d.metadata.name.clone(), d.metadata.resource_version.clone()))
+                    .collect::<Vec<_>>()
+            };
+            let versions = daemon_sets(&server);
+            apply(&desired, &registry, Ok(&cluster)).await;
+            assert_eq!(daemon_sets(&server), versions, "a pass with nothing to change writes nothing");
+        });
+    }
+}

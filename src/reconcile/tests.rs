@@ -307,3 +307,96 @@ proptest! {
         prop_assert!(again.plan.changes.is_empty(), "{:#?}", again.plan.changes);
     }
 }
+
+/// One rule for how a pass ended, read the same way by the exit code of `apply`, the daemon's
+/// status document and its metrics: a table of every kind of outcome.
+#[test]
+fn exit_codes_status_and_metrics_agree_on_every_outcome_kind() {
+    use crate::commands::exit;
+    use crate::metrics::{Metrics, RunResult};
+    use crate::outcome::SetResult;
+
+    struct Case {
+        name: &'static str,
+        setup: fn(&FakeRegistry),
+        signatures: bool,
+        /// (result, apply's exit code, the status document's `result`, the metric's label)
+        expected: (SetResult, u8, &'static str, &'static str),
+    }
+    let cases = [
+        Case {
+            name: "everything copied",
+            setup: |r| r.push(&format!("{UP}/app"), "1.0", &digest(1)),
+            signatures: false,
+            expected: (SetResult::Succeeded, exit::OK, "succeeded", "success"),
+        },
+        Case {
+            name: "a copy failed",
+            setup: |r| {
+                r.push(&format!("{UP}/app"), "1.0", &digest(1));
+                r.set_failing_copies(true);
+            },
+            signatures: false,
+            expected: (SetResult::Failed, exit::ERROR, "failed", "failure"),
+        },
+        Case {
+            name: "upstream could not be read",
+            setup: |r| {
+                r.push(&format!("{UP}/app"), "1.0", &digest(1));
+                r.set_down(UP, true);
+            },
+            signatures: false,
+            expected: (SetResult::Failed, exit::ERROR, "failed", "failure"),
+        },
+        Case {
+            name: "kept out by the signature policy",
+            setup: |r| r.push(&format!("{UP}/app"), "1.0", &digest(1)),
+            signatures: true,
+            expected: (SetResult::Stalled, exit::ATTENTION, "stalled", "stalled"),
+        },
+        Case {
+            name: "a tag that upstream does not have",
+            setup: |_| {},
+            signatures: false,
+            expected: (SetResult::Stalled, exit::ATTENTION, "stalled", "stalled"),
+        },
+    ];
+    for case in cases {
+        let registry = FakeRegistry::default();
+        (case.setup)(&registry);
+        let signatures = if case.signatures { "  signatures: {keys: [keys/k.pub]}\n" } else { "" };
+        let desired = state(signatures, &tags_image("\"1.0\""));
+        let pass = rt().block_on(run(&desired, &registry));
+        let now = chrono::Utc::now();
+        let sets = pass.by_set(now, now, &BTreeMap::new());
+        let set = &sets["s"];
+        let (result, code, document, metric) = case.expected;
+        assert_eq!(set.result(), result, "{}", case.name);
+        assert_eq!(exit::of(set.result()), code, "{}: apply's exit code", case.name);
+
+        // The status the daemon commits for this pass.
+        let tree = "0123456789abcdef0123456789abcdef01234567";
+        let report = crate::status::Report {
+            applied: Some((std::sync::Arc::new(desired.clone()), tree.into())),
+            invalid: None,
+            passes: sets.clone(),
+            alerts: Vec::new(),
+            backups: BTreeMap::new(),
+            pre_pull: Default::default(),
+        };
+        let rendered = report.render_if_changed(&BTreeMap::new(), now, None).unwrap();
+        let status = String::from_utf8(rendered.files["MirrorSet/s.yaml"].clone()).unwrap();
+        assert!(status.contains(&format!("\nresult: {document}\n")), "{}: {status}", case.name);
+
+        // The metric the daemon records for it.
+        let metrics = Metrics::new(None);
+        metrics.record_pass("s", set);
+        let text = metrics.encode();
+        assert!(
+            text.contains(&format!("lifeboat_sync_runs_total{{mirror_set=\"s\",result=\"{metric}\"}} 1")),
+            "{}: {text}",
+            case.name
+        );
+        assert_eq!(RunResult::of(set.result()), RunResult::of(result));
+    }
+}
