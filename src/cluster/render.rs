@@ -347,30 +347,11 @@ fn kubelet_daemon_set(w: &Workload, s: &RenderSettings) -> DaemonSet {
         }]),
         ..pod_placement(w)
     };
-    DaemonSet {
-        metadata: metadata(daemon_set_name(w), &s.namespace, w),
-        spec: DaemonSetSpec {
-            selector: pod_selector(w),
-            revision_history_limit: Some(3),
-            // On a change, a node gets its new pod (which pulls the new images) before the old one
-            // goes, so the old images stay in use, out of reach of kubelet's image GC, until the
-            // new ones are there; at most a tenth of the nodes pull at once.
-            update_strategy: rolling_update(IntOrString::String("10%".into()), IntOrString::Int(0)),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(w)),
-                    annotations: Some(BTreeMap::from([(
-                        "kubectl.kubernetes.io/default-container".to_string(),
-                        "idle".to_string(),
-                    )])),
-                    ..Default::default()
-                }),
-                spec: Some(spec),
-            },
-            ..Default::default()
-        },
-        status: None,
-    }
+    // On a change, a node gets its new pod (which pulls the new images) before the old one
+    // goes, so the old images stay in use, out of reach of kubelet's image GC, until the new
+    // ones are there; at most a tenth of the nodes pull at once.
+    let strategy = rolling_update(IntOrString::String("10%".into()), IntOrString::Int(0));
+    daemon_set(w, &s.namespace, strategy, "idle", None, spec)
 }
 
 fn images_config_map(w: &Workload, s: &RenderSettings) -> ConfigMap {
@@ -382,6 +363,62 @@ fn images_config_map(w: &Workload, s: &RenderSettings) -> ConfigMap {
 }
 
 fn agent_daemon_set(w: &Workload, s: &RenderSettings, images: &ConfigMap) -> DaemonSet {
+    let (mounts, volumes) = agent_volumes(w, images);
+    let text = images.data.as_ref().and_then(|d| d.get(IMAGES_KEY)).map_or("", String::as_str);
+    let images_hash: String = Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let field = |name: &str, path: &str| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), api_version: None }),
+            ..Default::default()
+        }),
+        value: None,
+    };
+    let agent = Container {
+        name: "agent".into(),
+        image: Some(s.lifeboat_image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(agent_args(w)),
+        env: Some(vec![
+            field("LIFEBOAT_NODE_NAME", "spec.nodeName"),
+            field("LIFEBOAT_NAMESPACE", "metadata.namespace"),
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: quantities(&[("cpu", "10m"), ("memory", "32Mi")]),
+            limits: quantities(&[("memory", "128Mi")]),
+            ..Default::default()
+        }),
+        // Root, because the runtime socket is root's; nothing else: no capabilities (root still
+        // owns the socket and the kubelet's file), a read-only root, no privilege escalation.
+        security_context: Some(SecurityContext { run_as_non_root: Some(false), ..restricted_container() }),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    let spec = PodSpec {
+        service_account_name: Some(NODE_AGENT_SERVICE_ACCOUNT.into()),
+        // It writes its node's inventory ConfigMap through the API.
+        automount_service_account_token: Some(true),
+        termination_grace_period_seconds: Some(10),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(false),
+            run_as_user: Some(0),
+            run_as_group: Some(0),
+            seccomp_profile: runtime_default_seccomp(),
+            ..Default::default()
+        }),
+        containers: vec![agent],
+        volumes: Some(volumes),
+        ..pod_placement(w)
+    };
+    // The images stay on the node while an agent restarts, so agents are replaced in place; a
+    // changed image list (the hash) rolls them a tenth of the nodes at a time, rather than every
+    // node asking the mirror at once when the kubelet refreshes the mounted file.
+    let strategy = rolling_update(IntOrString::Int(0), IntOrString::String("10%".into()));
+    daemon_set(w, &s.agent_namespace, strategy, "agent", Some(images_hash), spec)
+}
+
+/// The node agent's command line.
+fn agent_args(w: &Workload) -> Vec<String> {
     let parallel = w.parallel_pulls.to_string();
     let mut args = vec![
         "node-agent",
@@ -399,14 +436,12 @@ fn agent_daemon_set(w: &Workload, s: &RenderSettings, images: &ConfigMap) -> Dae
     if !w.pull_secrets.is_empty() {
         args.extend(["--pull-secret-dir", PULL_SECRET_DIR]);
     }
-    let field = |name: &str, path: &str| EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: path.into(), api_version: None }),
-            ..Default::default()
-        }),
-        value: None,
-    };
+    args.into_iter().map(String::from).collect()
+}
+
+/// What the node agent mounts: its image list, the runtime socket, the kubelet's config file,
+/// and each pull secret.
+fn agent_volumes(w: &Workload, images: &ConfigMap) -> (Vec<VolumeMount>, Vec<Volume>) {
     let host_path = |name: &str, path: &str, type_: &str| Volume {
         name: name.into(),
         host_path: Some(HostPathVolumeSource { path: path.into(), type_: Some(type_.into()) }),
@@ -453,61 +488,34 @@ fn agent_daemon_set(w: &Workload, s: &RenderSettings, images: &ConfigMap) -> Dae
             ..Default::default()
         });
     }
-    let text = images.data.as_ref().and_then(|d| d.get(IMAGES_KEY)).map_or("", String::as_str);
-    let images_hash: String = Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-    let agent = Container {
-        name: "agent".into(),
-        image: Some(s.lifeboat_image.clone()),
-        image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(args.into_iter().map(String::from).collect()),
-        env: Some(vec![
-            field("LIFEBOAT_NODE_NAME", "spec.nodeName"),
-            field("LIFEBOAT_NAMESPACE", "metadata.namespace"),
-        ]),
-        resources: Some(ResourceRequirements {
-            requests: quantities(&[("cpu", "10m"), ("memory", "32Mi")]),
-            limits: quantities(&[("memory", "128Mi")]),
-            ..Default::default()
-        }),
-        // Root, because the runtime socket is root's; nothing else: no capabilities (root still
-        // owns the socket and the kubelet's file), a read-only root, no privilege escalation.
-        security_context: Some(SecurityContext { run_as_non_root: Some(false), ..restricted_container() }),
-        volume_mounts: Some(mounts),
-        ..Default::default()
-    };
-    let spec = PodSpec {
-        service_account_name: Some(NODE_AGENT_SERVICE_ACCOUNT.into()),
-        // It writes its node's inventory ConfigMap through the API.
-        automount_service_account_token: Some(true),
-        termination_grace_period_seconds: Some(10),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(false),
-            run_as_user: Some(0),
-            run_as_group: Some(0),
-            seccomp_profile: runtime_default_seccomp(),
-            ..Default::default()
-        }),
-        containers: vec![agent],
-        volumes: Some(volumes),
-        ..pod_placement(w)
-    };
+    (mounts, volumes)
+}
+
+/// A set's DaemonSet in `namespace`: its pods labelled and selected as the set's, the named
+/// container the default one for `kubectl`, and, when given, the hash of the images it pulls
+/// on the pod template (so a changed list rolls the pods).
+fn daemon_set(
+    w: &Workload,
+    namespace: &str,
+    strategy: Option<DaemonSetUpdateStrategy>,
+    container: &str,
+    images_hash: Option<String>,
+    spec: PodSpec,
+) -> DaemonSet {
+    let mut annotations = BTreeMap::from([("kubectl.kubernetes.io/default-container".to_string(), container.into())]);
+    if let Some(hash) = images_hash {
+        annotations.insert(IMAGES_HASH_ANNOTATION.to_string(), hash);
+    }
     DaemonSet {
-        metadata: metadata(daemon_set_name(w), &s.agent_namespace, w),
+        metadata: metadata(daemon_set_name(w), namespace, w),
         spec: DaemonSetSpec {
             selector: pod_selector(w),
             revision_history_limit: Some(3),
-            // The images stay on the node while an agent restarts, so agents are replaced in
-            // place; a changed image list (the hash below) rolls them a tenth of the nodes at a
-            // time, rather than every node asking the mirror at once when the kubelet refreshes
-            // the mounted file.
-            update_strategy: rolling_update(IntOrString::Int(0), IntOrString::String("10%".into())),
+            update_strategy: strategy,
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(w)),
-                    annotations: Some(BTreeMap::from([
-                        ("kubectl.kubernetes.io/default-container".to_string(), "agent".to_string()),
-                        (IMAGES_HASH_ANNOTATION.to_string(), images_hash),
-                    ])),
+                    annotations: Some(annotations),
                     ..Default::default()
                 }),
                 spec: Some(spec),

@@ -32,7 +32,7 @@ impl Backups {
     pub(super) fn follow(&mut self, state: &DesiredState, metrics: &Metrics) {
         let now = Utc::now();
         for gone in self.schedule.names().filter(|n| !state.backup_policies.contains_key(*n)) {
-            metrics.forget_backup(gone);
+            metrics.backups.forget_backup(gone);
         }
         self.schedule.follow(state.backup_policies.iter().map(|(name, p)| (name.clone(), p.schedule.next_after(&now))));
         self.errors.retain(|name, _| state.backup_policies.contains_key(name));
@@ -53,7 +53,7 @@ impl Backups {
         let due = self.schedule.take_due(now, |name| state.backup_policies.get(name)?.schedule.next_after(&now));
         for name in &due.skipped {
             tracing::warn!(policy = %name, "backup skipped: the previous export of this policy is still running");
-            metrics.record_backup_run(name, RunResult::Skipped);
+            metrics.backups.record_backup_run(name, RunResult::Skipped);
         }
         due.start
     }
@@ -63,11 +63,11 @@ impl Backups {
         match result {
             Ok(()) => {
                 self.errors.remove(name);
-                metrics.record_backup_run(name, RunResult::Success);
+                metrics.backups.record_backup_run(name, RunResult::Success);
             }
             Err(why) => {
                 self.errors.insert(name.to_string(), why);
-                metrics.record_backup_run(name, RunResult::Failure);
+                metrics.backups.record_backup_run(name, RunResult::Failure);
             }
         }
     }

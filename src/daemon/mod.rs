@@ -326,7 +326,7 @@ impl Daemon {
                 match task {
                     Task::Sync(name) => {
                         if e.is_panic() {
-                            self.shared.metrics.record_run(&name, RunResult::Failure);
+                            self.shared.metrics.sync.record_run(&name, RunResult::Failure);
                         }
                         self.sets.finished(&name);
                     }
@@ -408,11 +408,11 @@ impl Daemon {
         tracing::info!(tree = %ctx.tree, commit = ctx.commit.as_deref().unwrap_or("-"), sets = state.mirror_sets.len(), "applying a new desired state");
         self.shared.metrics.set_desired_valid(true);
         for name in state.mirror_sets.keys() {
-            self.shared.metrics.declare_set(name);
+            self.shared.metrics.sync.declare_set(name);
         }
         let now = Utc::now();
         for gone in self.passes.keys().chain(self.seeded.keys()).filter(|n| !state.mirror_sets.contains_key(*n)) {
-            self.shared.metrics.forget_set(gone);
+            self.shared.metrics.sync.forget_set(gone);
         }
         self.sets.follow(state.mirror_sets.keys().map(|n| (n.clone(), Some(now))));
         self.passes.retain(|name, _| state.mirror_sets.contains_key(name));
@@ -445,7 +445,7 @@ impl Daemon {
             Err(_) => return,
         };
         for (name, at) in status::last_successes(&files) {
-            self.shared.metrics.seed_last_success(&name, at);
+            self.shared.metrics.sync.seed_last_success(&name, at);
             self.seeded.insert(name, at);
         }
     }
@@ -482,7 +482,7 @@ impl Daemon {
         let due = self.sets.take_due(now, |name| ctx.state.mirror_sets.get(name)?.schedule.next_after(&now));
         for name in due.skipped {
             tracing::warn!(set = %name, "skipped: the previous sync of this set is still running");
-            self.shared.metrics.record_run(&name, RunResult::Skipped);
+            self.shared.metrics.sync.record_run(&name, RunResult::Skipped);
         }
         for name in due.start {
             let earlier = self.last_success(&name);
@@ -514,7 +514,7 @@ impl Daemon {
                 }
                 let Some(pass) = pass else { return };
                 tracing::info!(set = %name, result = pass.result().label(), changes = pass.outcomes().len(), "sync finished");
-                self.shared.metrics.record_pass(&name, &pass);
+                self.shared.metrics.sync.record_pass(&name, &pass);
                 self.passes.insert(name, *pass);
                 self.publish().await;
             }
@@ -548,7 +548,7 @@ impl Daemon {
                 for failure in &pass.failures {
                     tracing::error!(error = %failure, "pre-pull change failed; the next pass tries again");
                 }
-                self.shared.metrics.record_pre_pull(&pass);
+                self.shared.metrics.pre_pull.record_pre_pull(&pass);
                 self.pre_pull = pass;
             }
             Err(_) => {
@@ -570,7 +570,7 @@ impl Daemon {
             None => BTreeMap::new(),
         };
         for (name, o) in &backups {
-            self.shared.metrics.record_backup(name, o);
+            self.shared.metrics.backups.record_backup(name, o);
         }
         // Without a cluster, the pre-pull stage only resolves the sets' images for the status;
         // with one, the poll runs it (see `serve`).
@@ -587,7 +587,7 @@ impl Daemon {
         };
         let now = Utc::now();
         if let Some(rendered) = report.render_if_changed(&BTreeMap::new(), now, None) {
-            self.shared.metrics.record_status(&rendered);
+            self.shared.metrics.sync.record_status(&rendered);
         }
         if !self.leads() {
             return;

@@ -390,7 +390,7 @@ fn exit_codes_status_and_metrics_agree_on_every_outcome_kind() {
 
         // The metric the daemon records for it.
         let metrics = Metrics::new(None);
-        metrics.record_pass("s", set);
+        metrics.sync.record_pass("s", set);
         let text = metrics.encode();
         assert!(
             text.contains(&format!("lifeboat_sync_runs_total{{mirror_set=\"s\",result=\"{metric}\"}} 1")),
