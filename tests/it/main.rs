@@ -3,6 +3,7 @@
 //! One test binary with shared helpers in `support`, so it is built and linked once.
 
 mod backup;
+mod cli;
 mod daemon;
 mod diff;
 mod help;
