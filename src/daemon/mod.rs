@@ -356,8 +356,8 @@ impl Daemon {
     /// Fetches the desired state; a new valid one is applied at once, an invalid one is
     /// reported and the last valid one kept.
     async fn refresh(&mut self) {
-        let loaded = match tokio::time::timeout(GIT_TIMEOUT, reconcile::load(&self.repo, &self.config.setup)).await {
-            Ok(Ok(loaded)) => loaded,
+        let snapshot = match tokio::time::timeout(GIT_TIMEOUT, self.repo.fetch()).await {
+            Ok(Ok(snapshot)) => snapshot,
             Ok(Err(e)) => {
                 tracing::error!(error = format!("{e:#}"), "could not read the desired state; keeping the last one");
                 return;
@@ -372,10 +372,7 @@ impl Daemon {
         };
         self.shared.metrics.fetched(Utc::now());
         self.shared.ready.store(true, Ordering::SeqCst);
-        let tree = match &loaded {
-            Loaded::Valid(ctx) => ctx.tree.clone(),
-            Loaded::Invalid(invalid) => invalid.tree.clone(),
-        };
+        let tree = snapshot.tree.clone();
         if self.invalid.as_ref().map(|(_, t)| t.as_str()) == Some(tree.as_str()) {
             return;
         }
@@ -388,7 +385,8 @@ impl Daemon {
             }
             return;
         }
-        match loaded {
+        // Only a new desired state gets a registry client of its own (key and CA files read).
+        match reconcile::prepare(snapshot, &self.config.setup) {
             Loaded::Valid(ctx) => self.follow(*ctx),
             Loaded::Invalid(invalid) => {
                 tracing::error!(tree = %invalid.tree, problems = %invalid.diagnostics, "the new desired state is invalid; nothing of it is applied, the last valid one is kept");

@@ -115,27 +115,33 @@ pub enum Loaded {
 }
 
 /// Fetches (for Git) and loads the desired state, and builds the registry client it
-/// describes. A desired state whose key or CA files cannot be read is invalid, like one that
-/// does not parse.
+/// describes: [`Repo::fetch`], then [`prepare`].
 pub async fn load(repo: &Repo, setup: &Setup) -> anyhow::Result<Loaded> {
-    let Snapshot { tree, commit, root, loaded } = repo.fetch().await?;
+    Ok(prepare(repo.fetch().await?, setup))
+}
+
+/// A fetched desired state made ready for passes: the registry client it describes, with the
+/// signature policies of its MirrorSets. A desired state whose key or CA files cannot be read
+/// is invalid, like one that does not parse.
+pub fn prepare(snapshot: Snapshot, setup: &Setup) -> Loaded {
+    let Snapshot { tree, commit, root, loaded } = snapshot;
     let state = match loaded {
         Ok(state) => state,
-        Err(diagnostics) => return Ok(Loaded::Invalid(Invalid { diagnostics, tree, commit })),
+        Err(diagnostics) => return Loaded::Invalid(Invalid { diagnostics, tree, commit }),
     };
     match OciRegistry::for_desired(&state, &root, setup.registry.clone()) {
-        Ok(registry) => Ok(Loaded::Valid(Box::new(Context {
+        Ok(registry) => Loaded::Valid(Box::new(Context {
             state: Arc::new(state),
             tree,
             commit,
             root,
             registry: Arc::new(registry),
             setup: setup.clone(),
-        }))),
+        })),
         Err(e) => {
             let mut diagnostics = Diagnostics::default();
             diagnostics.push(crate::desired::Diagnostic::error("(desired state)", format!("{e:#}")));
-            Ok(Loaded::Invalid(Invalid { diagnostics, tree, commit }))
+            Loaded::Invalid(Invalid { diagnostics, tree, commit })
         }
     }
 }
