@@ -31,17 +31,10 @@ def check_rules(rules, rule_tests, tools, report):
     plain = docs[0].data["groups"]
     alerts = []
     for g, group in enumerate(plain):
-        for r, rule in enumerate((group or {}).get("rules") or []):
-            where = docs[0].where(("groups", g, "rules", r))
-            if ("alert" in rule) == ("record" in rule):
-                report.error(where, "a rule has exactly one of alert and record")
-            if "alert" in rule:
-                alerts.append(rule["alert"])
-                for annotation in ("summary", "description", "runbook"):
-                    if not (rule.get("annotations") or {}).get(annotation):
-                        report.error(where, f"alert {rule['alert']} has no {annotation} annotation")
-                if (rule.get("labels") or {}).get("severity") not in ("info", "warning", "critical"):
-                    report.error(where, f"alert {rule['alert']} needs a severity label (info, warning, critical)")
+        with report.guard(docs[0].where(("groups", g)), "the group"):
+            for r, rule in enumerate(group.get("rules") or []):
+                with report.guard(docs[0].where(("groups", g, "rules", r)), "the rule"):
+                    check_rule(rule, docs[0].where(("groups", g, "rules", r)), alerts, report)
     for name in sorted({a for a in alerts if alerts.count(a) > 1}):
         report.error(report.show(rules), f"alert name {name} is used twice")
     if not tools.promtool:
@@ -50,26 +43,45 @@ def check_rules(rules, rule_tests, tools, report):
     tested = set()
     for path in rule_tests:
         for test in load_yaml(path, report):
-            if test.data.get("rule_files") != [rules.name]:
-                report.error(test.where(("rule_files",)), f"rule_files must be [{rules.name}]")
-            tested |= {
-                case.get("alertname")
-                for group in test.data.get("tests") or []
-                for case in group.get("alert_rule_test") or []
-            }
+            with report.guard(test.where(), "the rule tests"):
+                if test.data.get("rule_files") != [rules.name]:
+                    report.error(test.where(("rule_files",)), f"rule_files must be [{rules.name}]")
+                tested |= {
+                    case.get("alertname")
+                    for group in test.data.get("tests") or []
+                    for case in group.get("alert_rule_test") or []
+                }
     for name in alerts:
         if name not in tested:
             report.error(report.show(rules.parent / "*.test.yaml"), f"no test for alert {name}")
     with tempfile.TemporaryDirectory(dir=tools.work) as tmp:
         stripped = copy.deepcopy(docs[0].data)
         for group in stripped["groups"]:
-            for rule in (group or {}).get("rules") or []:
-                rule.pop("annotations", None)
+            for rule in (group.get("rules") or []) if isinstance(group, dict) else []:
+                if isinstance(rule, dict):
+                    rule.pop("annotations", None)
         (Path(tmp) / rules.name).write_text(yaml.safe_dump(stripped, sort_keys=False))
         for path in rule_tests:
             (Path(tmp) / path.name).write_text(path.read_text())
             run_promtool([tools.promtool, "test", "rules", path.name], report.show(path), report, cwd=tmp)
     return plain
+
+
+def check_rule(rule, where, alerts, report):
+    """One rule: an alert or a recording rule; an alert (added to `alerts`) has a summary,
+    description, runbook and severity."""
+    if not isinstance(rule, dict):
+        report.error(where, "a rule is a mapping (alert or record, expr, for, labels, annotations)")
+        return
+    if ("alert" in rule) == ("record" in rule):
+        report.error(where, "a rule has exactly one of alert and record")
+    if "alert" in rule:
+        alerts.append(rule["alert"])
+        for annotation in ("summary", "description", "runbook"):
+            if not (rule.get("annotations") or {}).get(annotation):
+                report.error(where, f"alert {rule['alert']} has no {annotation} annotation")
+        if (rule.get("labels") or {}).get("severity") not in ("info", "warning", "critical"):
+            report.error(where, f"alert {rule['alert']} needs a severity label (info, warning, critical)")
 
 
 def check_prometheus_rule_matches(groups, rules, operator_rule, operator_file, report):
@@ -110,9 +122,11 @@ VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)(?::\w+)?\]\]")
 
 
 def all_panels(panels):
+    """Every panel, those inside rows included."""
     for panel in panels:
         yield panel
-        yield from all_panels(panel.get("panels") or [])
+        if isinstance(panel, dict):
+            yield from all_panels(panel.get("panels") or [])
 
 
 def check_dashboard(path, tools, report):
@@ -136,20 +150,18 @@ def check_dashboard(path, tools, report):
         report.error(where, "schemaVersion must be a number, 36 or later")
     if d.get("id") is not None:
         report.error(where, "id must be null (Grafana assigns it on import)")
-    variables = {v.get("name"): v for v in (d.get("templating") or {}).get("list", [])}
+    variables = {}
+    with report.guard(f"{where}: templating", "the variables"):
+        variables = {v.get("name"): v for v in (d.get("templating") or {}).get("list", [])}
     ds_vars = [n for n, v in variables.items() if v.get("type") == "datasource" and v.get("query") == "prometheus"]
     if not ds_vars:
         report.error(where, "no Prometheus data source variable in templating")
     values = {**GRAFANA_BUILTINS, **{n: ".*" for n in variables}}
     ids, queries, cells = set(), [], {}
     for panel in all_panels(d.get("panels") or []):
-        try:
+        label = f"panel {panel.get('id')}" if isinstance(panel, dict) else f"panel {panel!r}"
+        with report.guard(f"{where}: {label}", "the panel"):
             check_panel(panel, where, ds_vars, values, ids, cells, queries, report)
-        except (KeyError, TypeError, AttributeError) as e:
-            report.error(
-                f"{where}: panel {panel.get('id') if isinstance(panel, dict) else panel!r}",
-                f"cannot check the panel: {e!r}",
-            )
     if tools.promtool and queries:
         # PromQL syntax of every query: promtool parses each as a recording rule.
         rules = {"groups": [{"name": "dashboard", "rules": [{"record": r, "expr": e} for r, _, _, e in queries]}]}

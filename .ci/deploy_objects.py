@@ -249,7 +249,8 @@ def check_objects(docs, layout, schemas, report):
         own = namespaces.get(home) or [None]
         if len(own) > 1:
             report.error(doc.where(), f"{report.show(home)} defines several Namespaces; keep one per directory")
-        check_metadata(doc, own[0], report.show(home), report)
+        with report.guard(doc.where(), "its metadata"):
+            check_metadata(doc, own[0], report.show(home), report)
     return objects
 
 
@@ -365,12 +366,9 @@ def check_references(objects, layout, report):
     workloads = {}
     for (kind, namespace, name), doc in objects.items():
         if kind in ("Deployment", "DaemonSet", "StatefulSet"):
-            try:
+            with report.guard(doc.where(), "the pod template"):
                 workloads[(kind, namespace, name)] = check_pod_template(doc, objects, report)
-            except (KeyError, TypeError, AttributeError) as e:
-                report.error(doc.where(), f"cannot check the pod template ({e!r}); see the schema errors")
-                continue
-            if pod_security(objects, namespace) == "restricted":
+            if (kind, namespace, name) in workloads and pod_security(objects, namespace) == "restricted":
                 template = doc.data["spec"]["template"]
                 check_restricted(
                     doc,
@@ -392,23 +390,28 @@ def check_references(objects, layout, report):
     opt_in = layout.path(layout.nodes_proxy_opt_in).resolve()
     services = {}
     for (kind, namespace, _), doc in objects.items():
-        try:
+        with report.guard(doc.where(), "its references"):
             check_reference(doc, kind, namespace, objects, pods, container_ports, services, opt_in, report)
-        except (KeyError, TypeError, AttributeError) as e:
-            report.error(doc.where(), f"cannot check its references ({e!r}); see the schema errors")
     for (kind, _, _), doc in objects.items():
-        if kind != "ServiceMonitor":
-            continue
-        selected = [
-            s for s in services.values() if matches(doc.data["spec"].get("selector"), s.data["metadata"].get("labels"))
-        ]
-        if not selected:
-            report.error(doc.where(("spec", "selector")), "selects no Service of this base (by the Service's labels)")
-        for i, endpoint in enumerate(doc.data["spec"].get("endpoints") or []):
-            port_names = {p.get("name") for s in selected for p in s.data["spec"].get("ports") or []}
-            if "port" in endpoint and endpoint["port"] not in port_names:
-                report.error(doc.where(("spec", "endpoints", i, "port")), f"no Service port named {endpoint['port']!r}")
-    check_lease(objects, report)
+        if kind == "ServiceMonitor":
+            with report.guard(doc.where(), "what it scrapes"):
+                check_service_monitor(doc, services, report)
+    with report.guard("deploy/base", "the Lease"):
+        check_lease(objects, report)
+
+
+def check_service_monitor(doc, services, report):
+    """A ServiceMonitor selects a Service of the installation, by its labels, and scrapes ports
+    that Service names."""
+    selected = [
+        s for s in services.values() if matches(doc.data["spec"].get("selector"), s.data["metadata"].get("labels"))
+    ]
+    if not selected:
+        report.error(doc.where(("spec", "selector")), "selects no Service of this base (by the Service's labels)")
+    port_names = {p.get("name") for s in selected for p in s.data["spec"].get("ports") or []}
+    for i, endpoint in enumerate(doc.data["spec"].get("endpoints") or []):
+        if "port" in endpoint and endpoint["port"] not in port_names:
+            report.error(doc.where(("spec", "endpoints", i, "port")), f"no Service port named {endpoint['port']!r}")
 
 
 def check_reference(doc, kind, namespace, objects, pods, container_ports, services, opt_in, report):

@@ -58,40 +58,46 @@ def check_prepull_example(directory, objects, schemas, report):
             report.error(doc.where(), f"{kind}/{name} is rendered twice")
         rendered[key] = doc
         check_schema(doc, schemas, report)
-        meta = doc.data["metadata"]
-        if not DNS_LABEL.match(name) or len(name) > 63:
-            report.error(doc.where(("metadata", "name")), f"{name!r}: Lifeboat names its objects with DNS labels")
-        labels = meta.get("labels") or {}
-        check_label_map(doc, ("metadata", "labels"), labels, report)
-        for label in ("app.kubernetes.io/managed-by", "lifeboat.dev/pre-pull-set", "app.kubernetes.io/component"):
-            if label not in labels:
-                report.error(doc.where(("metadata", "labels")), f"no {label} label")
-        if ("Namespace", None, namespace) not in objects:
-            report.error(doc.where(("metadata", "namespace")), f"namespace {namespace!r} is not one deploy/ creates")
-        group, resource = RENDERED_KINDS[kind]
-        missing = MANAGE - granted(objects, CONTROLLER, namespace, group, resource)
-        if missing:
-            report.error(
-                doc.where(),
-                f"the daemon (ServiceAccount {CONTROLLER[1]} in {CONTROLLER[0]}) may not "
-                f"{', '.join(sorted(missing))} {resource} in namespace {namespace!r}",
-            )
+        with report.guard(doc.where(), "its metadata and namespace"):
+            check_rendered_object(doc, objects, report)
     components = set()
     for (kind, _, _), doc in rendered.items():
         if kind != "DaemonSet":
             continue
-        component = (doc.data["metadata"].get("labels") or {}).get("app.kubernetes.io/component")
-        components.add(component)
-        try:
+        with report.guard(doc.where(), "the pod template"):
+            component = (doc.data["metadata"].get("labels") or {}).get("app.kubernetes.io/component")
+            components.add(component)
             check_rendered_pod(doc, rendered, objects, component, report)
-        except (KeyError, TypeError, AttributeError) as e:
-            report.error(doc.where(), f"cannot check the pod template ({e!r}); see the schema errors")
     if components != {"pre-pull", "node-agent"}:
         report.error(
             report.show(directory),
             f"expected a DaemonSet of each method (pre-pull and node-agent), found {sorted(components, key=str)}",
         )
     return len(docs)
+
+
+def check_rendered_object(doc, objects, report):
+    """A rendered object's name and labels, and a namespace of deploy/ where the daemon may
+    manage objects of its kind."""
+    kind, namespace, name = object_key(doc.data)
+    meta = doc.data["metadata"]
+    if not DNS_LABEL.match(name) or len(name) > 63:
+        report.error(doc.where(("metadata", "name")), f"{name!r}: Lifeboat names its objects with DNS labels")
+    labels = meta.get("labels") or {}
+    check_label_map(doc, ("metadata", "labels"), labels, report)
+    for label in ("app.kubernetes.io/managed-by", "lifeboat.dev/pre-pull-set", "app.kubernetes.io/component"):
+        if label not in labels:
+            report.error(doc.where(("metadata", "labels")), f"no {label} label")
+    if ("Namespace", None, namespace) not in objects:
+        report.error(doc.where(("metadata", "namespace")), f"namespace {namespace!r} is not one deploy/ creates")
+    group, resource = RENDERED_KINDS[kind]
+    missing = MANAGE - granted(objects, CONTROLLER, namespace, group, resource)
+    if missing:
+        report.error(
+            doc.where(),
+            f"the daemon (ServiceAccount {CONTROLLER[1]} in {CONTROLLER[0]}) may not "
+            f"{', '.join(sorted(missing))} {resource} in namespace {namespace!r}",
+        )
 
 
 def check_rendered_pod(doc, rendered, objects, component, report):

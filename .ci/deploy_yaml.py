@@ -6,6 +6,7 @@ reported at its file and line; `load_yaml` reports YAML that does not parse and 
 what the documents mean.
 """
 
+import contextlib
 from pathlib import Path
 
 import yaml
@@ -20,6 +21,19 @@ class Report:
 
     def error(self, where, message):
         self.problems.append(f"{where}: {message}")
+
+    @contextlib.contextmanager
+    def guard(self, where, what):
+        """Runs a check on data of a shape nobody meant (a list where a mapping belongs): the
+        error that raises becomes a problem at `where`, and the other checks go on."""
+        try:
+            yield
+        except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
+            self.error(
+                where,
+                f"cannot check {what} ({type(e).__name__}: {e}): its shape is wrong, "
+                "see the other problems reported for it",
+            )
 
     def show(self, path):
         """`path` as the reader finds it: relative to the project root when inside it."""
@@ -55,16 +69,20 @@ class Doc:
         return line
 
     def where(self, path=()):
+        """`file:line: Kind/name field.path`, the line being that of `path` (or of the nearest
+        part of it the document has)."""
         name = ""
         if (
             isinstance(self.data, dict)
             and isinstance(self.data.get("metadata"), dict)
             and self.data["metadata"].get("name")
         ):
-            name = f" {self.data.get('kind')}/{self.data['metadata']['name']}"
+            name = f"{self.data.get('kind')}/{self.data['metadata']['name']}"
         at = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path).lstrip(".")
         line = self.line(path)
-        return f"{self.shown}{f':{line}' if line else ''}:{name}" + (f" {at}" if at else "")
+        location = f"{self.shown}:{line}" if line else self.shown
+        detail = " ".join(part for part in (name, at) if part)
+        return f"{location}: {detail}" if detail else location
 
 
 # libyaml's parser when PyYAML was built with it (several times faster), else PyYAML's own.

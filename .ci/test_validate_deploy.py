@@ -1,5 +1,6 @@
 """Unit tests of .ci/validate_deploy.py: each check is given a small broken input (most often a
-copy of deploy/ with one thing broken) and must report it with the file and the line.
+copy of the small installation in .ci/testdata/ with one thing broken) and must report it with
+the file and the line. They do not read deploy/: the checks themselves do that.
 
 Run by .ci/validate-deploy before the checks themselves, with KUBECTL, HADOLINT and PROMTOOL
 set; tests that need a tool it does not name are skipped.
@@ -20,6 +21,7 @@ import jsonschema
 import validate_deploy as vd
 
 REPO = Path(__file__).resolve().parent.parent
+FIXTURE = REPO / ".ci/testdata"
 KUBECTL = os.environ.get("KUBECTL", "")
 HADOLINT = os.environ.get("HADOLINT", "")
 PROMTOOL = os.environ.get("PROMTOOL", "")
@@ -48,16 +50,16 @@ ANY_SCHEMA = AnySchema()
 
 
 class Tree:
-    """A copy of the parts of the project the checks read, to break one thing in."""
+    """A copy of .ci/testdata/ (with the CRD schemas the checks use), to break one thing in; or
+    an empty folder."""
 
-    PARTS = ("deploy", "docs/prepull-example", ".ci/overlay", ".ci/schemas")
-
-    def __init__(self, case, parts=PARTS):
+    def __init__(self, case, empty=False):
         tmp = tempfile.TemporaryDirectory()
         case.addCleanup(tmp.cleanup)
         self.root = Path(tmp.name)
-        for part in parts:
-            shutil.copytree(REPO / part, self.root / part)
+        if not empty:
+            shutil.copytree(FIXTURE, self.root, dirs_exist_ok=True)
+            shutil.copytree(REPO / ".ci/schemas", self.root / ".ci/schemas")
         (self.root / "work").mkdir()
         self.layout = vd.Layout(self.root)
         self.report = deploy_yaml.Report(self.root)
@@ -102,20 +104,20 @@ class Case(unittest.TestCase):
 
 class YamlTest(Case):
     def test_a_duplicate_key_is_reported_with_both_lines(self):
-        tree = Tree(self, parts=())
+        tree = Tree(self, empty=True)
         tree.write("a.yaml", "kind: A\nspec:\n  replicas: 1\n  replicas: 2\n")
         deploy_yaml.load_yaml(tree.path("a.yaml"), tree.report)
         self.assertReported(tree.report, "a.yaml:4: duplicate key 'replicas' (first at line 3)")
 
     def test_yaml_that_does_not_parse_is_reported_with_the_file(self):
-        tree = Tree(self, parts=())
+        tree = Tree(self, empty=True)
         tree.write("a.yaml", "kind: A\nspec: [\n")
         self.assertEqual(deploy_yaml.load_yaml(tree.path("a.yaml"), tree.report), [])
         self.assertReported(tree.report, "a.yaml: not valid YAML")
 
 
 class KustomizationTest(Case):
-    def test_the_committed_manifests_pass(self):
+    def test_the_fixture_passes(self):
         tree = Tree(self)
         deploy_objects.check_references(tree.objects(schemas()), tree.layout, tree.report)
         vd.check_overlay_covers_deploy(tree.layout, tree.report)
@@ -421,7 +423,7 @@ class PrePullExampleTest(Case):
             tree.path("docs/prepull-example"), tree.objects(), ANY_SCHEMA, tree.report
         )
 
-    def test_the_committed_example_passes(self):
+    def test_the_fixtures_example_passes(self):
         tree = Tree(self)
         self.assertEqual(
             deploy_prepull.check_prepull_example(
@@ -574,8 +576,7 @@ class DashboardTest(Case):
 
 class DockerfileTest(Case):
     def test_a_copy_from_outside_the_build_context_is_reported(self):
-        tree = Tree(self, parts=("deploy",))
-        (tree.root / "src").mkdir()
+        tree = Tree(self)
         line = tree.edit("deploy/Dockerfile", "COPY src ./src\n", "COPY src ./src\nCOPY README.md ./\n") + 1
         vd.check_docker_context(
             tree.path("deploy/Dockerfile"),
@@ -591,7 +592,7 @@ class DockerfileTest(Case):
         )
 
     def test_a_file_the_binary_embeds_but_the_build_does_not_copy_is_reported(self):
-        tree = Tree(self, parts=("deploy",))
+        tree = Tree(self)
         tree.write(
             "src/lib.rs", '//! x\nconst RULES: &str = include_str!("../deploy/grafana/lifeboat-dashboard.json");\n'
         )
@@ -609,16 +610,72 @@ class DockerfileTest(Case):
 
     @unittest.skipUnless(HADOLINT, "HADOLINT is not set")
     def test_hadolint_findings_are_reported(self):
-        tree = Tree(self, parts=())
+        tree = Tree(self, empty=True)
         tree.write("Dockerfile", "FROM debian\nRUN apt-get install -y curl\n")
         vd.check_dockerfile(tree.path("Dockerfile"), tree.tools, tree.report)
         self.assertReported(tree.report, "Dockerfile: hadolint found problems", "DL3006")
 
 
+class WrongShapeTest(Case):
+    """Data of a shape nobody meant is reported, never crashed on: the other checks go on."""
+
+    def test_objects(self):
+        tree = Tree(self)
+        tree.edit("deploy/base/service.yaml", "  labels:\n    app.kubernetes.io/name: lifeboat\n", "  labels: [a]\n")
+        tree.edit("deploy/base/service.yaml", "    app.kubernetes.io/part-of: lifeboat\n", "")
+        tree.edit(
+            "deploy/base/deployment.yaml", "      containers:\n", "      containers: lifeboat\n      xcontainers:\n"
+        )
+        tree.edit(
+            "deploy/base/rbac.yaml", 'rules:\n  - apiGroups: [""]\n', 'rules: nodes\nxrules:\n  - apiGroups: [""]\n'
+        )
+        tree.edit(
+            "deploy/base/servicemonitor.yaml",
+            "  endpoints:\n    - port: http\n      path: /metrics\n      interval: 30s\n      scrapeTimeout: 10s\n",
+            "  endpoints:\n    port: http\n",
+        )
+        tree.edit(
+            "docs/prepull-example/critical.yaml",
+            "  labels:\n    app.kubernetes.io/component",
+            "  labels: []\n  x:\n    app.kubernetes.io/component",
+        )
+        objects = tree.objects(schemas())
+        deploy_objects.check_references(objects, tree.layout, tree.report)
+        deploy_prepull.check_prepull_example(tree.path("docs/prepull-example"), objects, schemas(), tree.report)
+        for file in ("service.yaml", "deployment.yaml", "rbac.yaml", "servicemonitor.yaml", "critical.yaml"):
+            self.assertReported(tree.report, f"{file}:")
+        self.assertReported(tree.report, "deploy/base/service.yaml:", "cannot check its metadata")
+
+    def test_rules_and_dashboards(self):
+        tree = Tree(self)
+        line = tree.edit(
+            "deploy/prometheus/rules.yaml",
+            "      - alert: LifeboatSyncFailing\n",
+            "      - just a string\n      - alert: LifeboatSyncFailing\n",
+        )
+        d = json.loads(tree.path("deploy/grafana/lifeboat-dashboard.json").read_text())
+        d["templating"]["list"].append("datasource")
+        d["panels"].append("a panel")
+        tree.path("deploy/grafana/lifeboat-dashboard.json").write_text(json.dumps(d))
+        tools = vd.Tools(kubectl="", hadolint="", work=tree.root / "work")
+        deploy_monitoring.check_rules(tree.path("deploy/prometheus/rules.yaml"), [], tools, tree.report)
+        deploy_monitoring.check_dashboard(tree.path("deploy/grafana/lifeboat-dashboard.json"), tools, tree.report)
+        self.assertReported(tree.report, f"deploy/prometheus/rules.yaml:{line}: groups[0].rules[0]", "a mapping")
+        self.assertReported(tree.report, "lifeboat-dashboard.json: templating: cannot check the variables")
+        self.assertReported(tree.report, "lifeboat-dashboard.json: panel 'a panel': cannot check the panel")
+
+
 @unittest.skipUnless(KUBECTL and HADOLINT, "KUBECTL and HADOLINT are not set")
 class EverythingTest(Case):
+    def test_a_whole_run_on_the_fixture_finds_nothing(self):
+        tree = Tree(self)
+        summary = vd.run(tree.layout, tree.tools, tree.report, schemas())
+        self.assertClean(tree.report)
+        self.assertIn("19 manifests built by kustomize", summary)
+        self.assertIn("3 rendered pre-pull objects", summary)
+
     def test_each_broken_file_is_reported_by_a_whole_run(self):
-        tree = Tree(self, parts=Tree.PARTS + ("src",))
+        tree = Tree(self)
         manifest = tree.edit(
             "deploy/base/deployment.yaml", "  revisionHistoryLimit: 5\n", "  revisionHistoryLimit: 5\n  paused: maybe\n"
         )

@@ -246,7 +246,9 @@ def run(layout, tools, report, schemas=None):
     if not dashboards:
         report.error(str(Path(layout.dashboards).parent), "no dashboard")
     queries = sum(check_dashboard(path, tools, report) for path in dashboards)
-    alerts = sum(1 for g in groups for r in (g or {}).get("rules") or [] if "alert" in r)
+    alerts = sum(
+        1 for g in groups if isinstance(g, dict) for r in g.get("rules") or [] if isinstance(r, dict) and "alert" in r
+    )
     promtool = " (promtool check + unit tests)" if tools.promtool else " (promtool SKIPPED)"
     return (
         f"{len(docs)} manifests built by kustomize (Kubernetes {schemas.version} schemas, strict; "
