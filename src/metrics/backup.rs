@@ -5,9 +5,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 
-use super::{RunResult, Seconds, registered};
+use super::{Registering, RunResult, Seconds, registered};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabel {
@@ -31,7 +30,7 @@ pub struct BackupMetrics {
 }
 
 impl BackupMetrics {
-    pub(super) fn register(r: &mut Registry) -> BackupMetrics {
+    pub(super) fn register(r: &mut Registering) -> BackupMetrics {
         BackupMetrics {
             backup_last_success: registered(
                 r,

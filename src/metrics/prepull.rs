@@ -4,9 +4,8 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 
-use super::{Seconds, registered};
+use super::{Registering, Seconds, registered};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct PrePullLabel {
@@ -31,7 +30,7 @@ pub struct PrePullMetrics {
 }
 
 impl PrePullMetrics {
-    pub(super) fn register(r: &mut Registry) -> PrePullMetrics {
+    pub(super) fn register(r: &mut Registering) -> PrePullMetrics {
         PrePullMetrics {
             prepull_ratio: registered(
                 r,

@@ -6,9 +6,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 
-use super::{RunResult, Seconds, registered};
+use super::{Registering, RunResult, Seconds, registered};
 use crate::outcome::{OutcomeResult, SetPass};
 use crate::registry::Verdict;
 use crate::status::Rendered;
@@ -52,7 +51,7 @@ pub struct SyncMetrics {
 }
 
 impl SyncMetrics {
-    pub(super) fn register(r: &mut Registry) -> SyncMetrics {
+    pub(super) fn register(r: &mut Registering) -> SyncMetrics {
         SyncMetrics {
             last_success: registered(
                 r,

@@ -9,6 +9,7 @@ mod diff;
 mod help;
 mod layout;
 mod loader_fuzz;
+mod metric_names;
 mod mirror;
 mod nodeagent;
 mod noop;
