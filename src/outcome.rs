@@ -5,12 +5,12 @@
 //! The rule, in words:
 //! - **failed**: something could not be looked at (upstream or mirror unreachable, a timeout,
 //!   refused credentials), or a change failed. Transient: the next pass tries again.
-//! - **pending**: a dry run found changes to make.
-//! - **stalled**: everything was looked at and every change made, but some desired images
-//!   cannot be mirrored until a person acts: their signatures fail the set's policy (the policy
+//! - **stalled**: everything was looked at (and, unless a dry run, every change made), but
+//!   some desired images cannot be mirrored until a person acts: their signatures fail the set's policy (the policy
 //!   working: the mirror keeps its last verified content), or neither upstream nor the mirror
 //!   has them. A stalled pass still counts as a sync for freshness (the mirror is as current as
 //!   the policy allows), but not as a success.
+//! - **pending**: a dry run found changes to make, and nothing else needs a person.
 //! - **succeeded**: everything looked at, every change made, every desired image mirrored.
 
 use chrono::{DateTime, Utc};
@@ -131,10 +131,10 @@ impl SetPass {
         let failed = self.outcomes().iter().any(|o| matches!(o.result, OutcomeResult::Failed { .. }));
         if self.plan.has_unknowns() || failed {
             SetResult::Failed
-        } else if self.applied.is_none() && !self.plan.changes.is_empty() {
-            SetResult::Pending
         } else if self.plan.stalled() > 0 {
             SetResult::Stalled
+        } else if self.applied.is_none() && !self.plan.changes.is_empty() {
+            SetResult::Pending
         } else {
             SetResult::Succeeded
         }
