@@ -4,7 +4,8 @@
 //! [`observe`] → [`plan`] → [`apply`] → [`status`] → Git; [`reconcile`] alone knows that order,
 //! and [`daemon`] runs it on schedules. [`diff`] tells offline what a change to the desired state
 //! will do. [`nodeagent`] is the `cri` pre-pull method's agent on each node, reporting through
-//! [`cluster::inventory`]. The `lifeboat` binary only parses arguments, starts logging and maps
+//! [`cluster::inventory`], and writes the node files [`failover`] renders so that nodes fall
+//! back to the mirror. The `lifeboat` binary only parses arguments, starts logging and maps
 //! results to exit codes.
 
 pub mod apply;
@@ -15,6 +16,7 @@ pub mod commands;
 pub mod daemon;
 pub mod desired;
 pub mod diff;
+pub mod failover;
 pub mod git;
 pub mod metrics;
 pub mod nodeagent;
