@@ -1,6 +1,7 @@
 //! What each subcommand does, returning the exit code; `main.rs` only wires it up.
 
 mod backup;
+pub mod failover;
 mod nodeagent;
 
 pub use nodeagent::node_agent;

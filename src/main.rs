@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use lifeboat::cli::{Cli, Command, LogFormat};
+use lifeboat::cli::{Cli, Command, FailoverCommand, LogFormat};
 use lifeboat::commands::{self, exit};
 use tracing_subscriber::EnvFilter;
 
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => commands::restore(args, output),
         Command::Schema => commands::schema(),
         Command::NodeAgent(args) => commands::node_agent(args),
+        Command::Failover(FailoverCommand::Render(args)) => commands::failover::render(args, output),
     };
     match result {
         Ok(code) => ExitCode::from(code),

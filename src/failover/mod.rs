@@ -184,7 +184,8 @@ fn mirror_logins(
             hosts.iter().filter_map(|h| Some(((*h).clone(), inputs.mirror_logins.get(*h)?.clone()))).collect();
         if found.is_empty() && !hosts.is_empty() {
             problems.push(format!(
-                "FailoverSet/{name} names the mirror pull secret {secret}, and no credentials for {} were given",
+                "FailoverSet/{name} names the mirror pull secret {secret}, and no credentials for {} were given (with \
+                 `lifeboat failover render`, pass the Secret's .dockerconfigjson with --mirror-credentials)",
                 hosts.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(" or ")
             ));
         }

@@ -40,9 +40,11 @@ fn every_flag_can_be_set_from_the_environment() {
             }
         }
     };
-    check(&command);
-    for sub in command.get_subcommands() {
-        check(sub);
+    // Every level: `failover render` and `backup export` sit below a group.
+    let mut stack = vec![&command];
+    while let Some(cmd) = stack.pop() {
+        check(cmd);
+        stack.extend(cmd.get_subcommands());
     }
     assert!(missing.is_empty(), "flags without an environment variable: {missing:?}");
 }
@@ -55,4 +57,9 @@ fn run_help() {
 #[test]
 fn node_agent_help() {
     insta::assert_snapshot!(help(&["node-agent"]));
+}
+
+#[test]
+fn failover_render_help() {
+    insta::assert_snapshot!(help(&["failover", "render"]));
 }
