@@ -5,6 +5,7 @@
 mod backup;
 mod daemon;
 mod diff;
+mod failover;
 mod help;
 mod loader_fuzz;
 mod mirror;
