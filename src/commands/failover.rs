@@ -59,7 +59,12 @@ pub fn render(args: &FailoverRenderArgs, output: Output) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     };
     std::fs::create_dir_all(dir).with_context(|| format!("creating --out {}", dir.display()))?;
-    let prune = Prune::Sets(sets.iter().map(|(name, _)| name.to_string()).collect());
+    // Every set rendered: any other failover file of Lifeboat's in DIR belongs to a set that is
+    // gone. One set: only its own stale files.
+    let prune = match &args.set {
+        None => Prune::Every,
+        Some(_) => Prune::Sets(sets.iter().map(|(name, _)| name.to_string()).collect()),
+    };
     let not_checked = RuntimeConfig::unknown("not checked: failover render does not read the node's configuration");
     let report = sync(runtime, dir, &rendered.files, &prune, not_checked);
     let failed = !report.errors.is_empty()

@@ -10,6 +10,8 @@
 //! being contacted. CRI-O reads the drop-ins at start and on SIGHUP (or by itself with
 //! `auto_reload_registries`, CRI-O 1.30 and later); podman and skopeo read them on every run.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::Serialize;
 
 use super::{Inputs, RenderedFile, Role, ca_file, marker, mirror_cas, owner};
@@ -59,6 +61,8 @@ pub(super) fn render(
 ) -> Vec<RenderedFile> {
     let cas = mirror_cas(sets, inputs, problems);
     let mut files = Vec::new();
+    // One CA bundle per mirror host, owned by every set that uses the mirror.
+    let mut ca_owners: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
     for (name, set) in sets {
         if set.order == FailoverOrder::UpstreamFirst {
             notes.push(format!(
@@ -102,10 +106,9 @@ pub(super) fn render(
                 continue;
             }
         };
-        let sets_named = std::collections::BTreeSet::from([*name]);
         for m in &set.mappings {
-            if let Some(pem) = cas.get(&m.mirror.location.host) {
-                files.push(ca_file(format!("certs.d/{}/{CA_FILE}", m.mirror.location.host), &sets_named, pem));
+            if cas.contains_key(&m.mirror.location.host) {
+                ca_owners.entry(m.mirror.location.host.clone()).or_default().insert(*name);
             }
         }
         files.push(RenderedFile {
@@ -118,6 +121,9 @@ pub(super) fn render(
                 &text,
             ),
         });
+    }
+    for (host, owners) in &ca_owners {
+        files.push(ca_file(format!("certs.d/{host}/{CA_FILE}"), owners, &cas[host]));
     }
     files
 }

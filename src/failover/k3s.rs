@@ -67,6 +67,8 @@ pub(super) fn render(
     let dir = inputs.k3s_dir.as_deref().unwrap_or(DIR).trim_end_matches('/');
     let mut yaml = RegistriesYaml { mirrors: BTreeMap::new(), configs: BTreeMap::new() };
     let mut owners: BTreeSet<&str> = BTreeSet::new();
+    // One CA bundle per mirror host, owned by every set that uses the mirror.
+    let mut ca_owners: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
     let mut files = Vec::new();
     for (name, set) in sets {
         if set.tags == FailoverTags::DigestOnly {
@@ -92,16 +94,18 @@ pub(super) fn render(
             _ => vec![mirror],
         };
         yaml.mirrors.insert(host.clone(), Endpoints { endpoint });
-        let tls = cas.get(&mirror_host).map(|pem| {
-            let path = ca_path(&mirror_host);
-            files.push(ca_file(path.clone(), &h.sets, pem));
-            Tls { ca_file: format!("{dir}/{path}") }
+        let tls = cas.get(&mirror_host).map(|_| {
+            ca_owners.entry(mirror_host.clone()).or_default().extend(h.sets.iter().copied());
+            Tls { ca_file: format!("{dir}/{}", ca_path(&mirror_host)) }
         });
         let auth =
             logins.get(&mirror_host).map(|l| Auth { username: l.username.clone(), password: l.password.clone() });
         if tls.is_some() || auth.is_some() {
             yaml.configs.insert(mirror_host, Config { auth, tls });
         }
+    }
+    for (host, sets) in &ca_owners {
+        files.push(ca_file(ca_path(host), sets, &cas[host]));
     }
     if owners.is_empty() {
         return files;

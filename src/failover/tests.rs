@@ -246,3 +246,23 @@ fn two_sets_configuring_one_host_differently_are_refused() {
             .starts_with("# managed-by: lifeboat failover/edge,workers ")
     );
 }
+
+#[test]
+fn sets_sharing_a_mirror_share_its_ca_bundle() {
+    let mut state = state("  mirrorSets: [vendor-base]\n");
+    let hub = self::state("  mirrorSets: [hub]\n").failover_sets["workers"].clone();
+    state.failover_sets.insert("edge".into(), hub);
+    let sets: Vec<(&str, &FailoverSet)> = state.failover_sets.iter().map(|(n, s)| (n.as_str(), s)).collect();
+    for (runtime, ca) in [
+        (NodeRuntime::Crio, "certs.d/registry.internal.example:5000/lifeboat-mirror-ca.crt"),
+        (NodeRuntime::K3s, "lifeboat/registry.internal.example_5000-ca.crt"),
+    ] {
+        let mut inputs = inputs();
+        inputs.mirror_logins.clear();
+        let r = render(runtime, &sets, &inputs).unwrap_or_else(|e| panic!("{runtime}: {e}"));
+        let cas: Vec<&RenderedFile> = r.files.iter().filter(|f| f.role == Role::Ca).collect();
+        assert_eq!(cas.len(), 1, "{runtime}: {r:#?}");
+        assert_eq!(cas[0].path, ca);
+        assert!(cas[0].content.starts_with("# managed-by: lifeboat failover/edge,workers "), "{}", cas[0].content);
+    }
+}

@@ -342,6 +342,36 @@ mod tests {
     }
 
     #[test]
+    fn another_file_defining_one_of_our_prefixes_is_a_clash() {
+        use crate::failover::{RenderedFile, Role};
+        let dir = tempfile::tempdir().unwrap();
+        let drop_ins = dir.path().join("registries.conf.d");
+        std::fs::create_dir(&drop_ins).unwrap();
+        let ours = RenderedFile {
+            path: "registries.conf.d/50-lifeboat-w.conf".into(),
+            role: Role::Config,
+            mode: 0o644,
+            content: crate::failover::marker::seal(
+                "failover/w",
+                "x",
+                "[[registry]]\nprefix = \"ghcr.io\"\nlocation = \"ghcr.io\"\n",
+            ),
+        };
+        std::fs::write(drop_ins.join("shortnames.conf"), "[aliases]\n\"busybox\" = \"docker.io/library/busybox\"\n")
+            .unwrap();
+        // Ours, already on the node, is not a clash with itself.
+        std::fs::write(drop_ins.join("50-lifeboat-w.conf"), &ours.content).unwrap();
+        assert!(crio(dir.path(), std::slice::from_ref(&ours)).ok);
+        std::fs::write(drop_ins.join("90-team.conf"), "[[registry]]\nlocation = \"ghcr.io\"\ninsecure = true\n")
+            .unwrap();
+        let clash = crio(dir.path(), std::slice::from_ref(&ours));
+        assert!(!clash.ok);
+        assert!(clash.reason.unwrap().contains("90-team.conf also defines the registry ghcr.io"));
+        std::fs::write(drop_ins.join("90-team.conf"), "[[registry\n").unwrap();
+        assert!(crio(dir.path(), &[ours]).reason.unwrap().contains("fails every pull"));
+    }
+
+    #[test]
     fn versions_are_read_from_what_runtimes_report() {
         assert_eq!(major_minor("containerd 1.6.20"), Some((1, 6)));
         assert_eq!(major_minor("v2.2.0"), Some((2, 2)));
