@@ -261,6 +261,16 @@ fn observe(dir: &Path, file: &RenderedFile, action: FileAction, reason: Option<S
 fn write_group(dir: &Path, group: &str, members: &[&RenderedFile]) -> Vec<FileReport> {
     let mut ordered: Vec<&RenderedFile> = members.to_vec();
     ordered.sort_by_key(|f| (f.role, f.path.clone()));
+    // A linked directory leads somewhere Lifeboat was not asked to write.
+    let mut path = String::new();
+    for component in group.split('/').filter(|c| !c.is_empty()) {
+        path = if path.is_empty() { component.to_string() } else { format!("{path}/{component}") };
+        if std::fs::symlink_metadata(dir.join(&path)).is_ok_and(|m| m.file_type().is_symlink()) {
+            let why = format!("{} is a symbolic link: left alone", dir.join(&path).display());
+            warn!(reason = %why, "conflict");
+            return ordered.iter().map(|f| observe(dir, f, FileAction::Conflict, Some(why.clone()))).collect();
+        }
+    }
     // A CA bundle is only of use to the file beside it: when that one is someone else's, the
     // directory is left alone.
     let conflicts: Vec<(&str, String)> = ordered

@@ -159,13 +159,10 @@ fn containerd_text(
         ));
     }
     if !roots.iter().any(|r| r.trim_end_matches('/') == dir) {
+        let elsewhere = roots.first().map(|r| format!("; or write the failover files into {r}")).unwrap_or_default();
         return Err(RuntimeConfig::not_ok(
             format!("containerd's config_path is {config_path} ({file}), which does not include {dir}"),
-            Some(format!(
-                "set in {file}:\n{section}\n  config_path = \"{dir}:{config_path}\"\n{restart}; or write the failover files \
-                 into {}",
-                roots[0]
-            )),
+            Some(format!("set in {file}:\n{section}\n  config_path = \"{dir}:{config_path}\"\n{restart}{elsewhere}")),
         ));
     }
     Ok(roots)
@@ -315,6 +312,11 @@ mod tests {
         assert!(check(None, Some("containerd v2.2.0")).is_ok());
         assert!(check(Some("version = 3\n"), Some("containerd 2.2.1")).is_ok());
         assert!(check(Some("version = [\n"), None).unwrap_err().reason.unwrap().contains("not valid TOML"));
+        // Whatever a node's file says, the check answers.
+        let odd = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"::\"\n";
+        assert!(check(Some(odd), None).unwrap_err().reason.unwrap().contains("does not include"));
+        let wrong_type = "version = \"2\"\n[plugins]\ncri = 3\n";
+        assert!(!check(Some(wrong_type), None).unwrap_err().ok);
     }
 
     #[test]

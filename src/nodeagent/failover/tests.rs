@@ -115,6 +115,16 @@ fn a_foreign_file_is_never_overwritten_nor_removed() {
 }
 
 #[test]
+fn a_linked_host_directory_is_not_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("upstream.example")).unwrap();
+    let report = sync_all(dir.path(), &upstream_files("w"));
+    assert_eq!(action(&report, "upstream.example/hosts.toml"), FileAction::Conflict);
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+}
+
+#[test]
 fn files_that_left_the_desired_state_are_removed_config_first_and_their_directory_with_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut files = upstream_files("workers");
