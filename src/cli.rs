@@ -8,9 +8,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Keep Kubernetes clusters deployable when their container registries fail.
 ///
-/// Lifeboat reads a desired state (Registry, MirrorSet, PrePullSet and BackupPolicy documents)
-/// from a folder or a Git repository and keeps an internal mirror, node caches and offline
-/// backups in line with it.
+/// Lifeboat reads a desired state (Registry, MirrorSet, PrePullSet, BackupPolicy and FailoverSet
+/// documents) from a folder or a Git repository and keeps an internal mirror, node caches and
+/// offline backups in line with it; `failover render` writes the node files that make nodes fall
+/// back to the mirror.
 ///
 /// Exit codes, for every command: 0 success, in sync, valid, verified; 1 the command worked and
 /// the answer needs attention (changes to make, images a person must act on, not verified,
@@ -118,6 +119,10 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Print the JSON Schema of the desired-state documents.
     Schema(SchemaArgs),
+    /// Node failover: the container runtime files that make nodes pull from the mirror when an
+    /// upstream registry fails.
+    #[command(subcommand)]
+    Failover(FailoverCommand),
     /// Node agent of `method: cri` PrePullSets: pull their images into this node's runtime.
     ///
     /// Runs in a DaemonSet pod on every node the set selects. Each round it reads the images file (one
@@ -135,6 +140,60 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SchemaArgs {}
+
+#[derive(Debug, Subcommand)]
+pub enum FailoverCommand {
+    /// Render the node files of FailoverSets for one container runtime, offline.
+    ///
+    /// For people who manage node files themselves (MachineConfig, Talos, Ignition, Ansible):
+    /// reads the desired state (a folder, or `--repo`), contacts no registry and no cluster, and
+    /// writes the files the runtime reads, each starting with Lifeboat's ownership line and the
+    /// hash of its content. containerd: `<upstream host>/hosts.toml` (and the mirror's CA beside
+    /// it) for the directory its `config_path` names, usually /etc/containerd/certs.d. crio:
+    /// `registries.conf.d/50-lifeboat-<set>.conf` and `certs.d/<mirror>/` for /etc/containers,
+    /// also read by podman and skopeo. k3s: `registries.yaml` for /etc/rancher/k3s (RKE2:
+    /// /etc/rancher/rke2, with `--k3s-dir`). With `--out DIR` the files are written into DIR as
+    /// the runtime reads it, each atomically; a file there that is not Lifeboat's is left alone
+    /// and reported, and Lifeboat's files of the rendered sets that are no longer wanted are
+    /// removed. Without `--out` they are printed, each headed by its path. Exit 0 rendered, 2
+    /// invalid desired state or error (a CA bundle that is not one, missing mirror credentials,
+    /// a file in DIR that is not Lifeboat's).
+    Render(FailoverRenderArgs),
+}
+
+/// The container runtimes `failover render` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailoverRuntime {
+    /// containerd 1.6 or later: hosts.toml files.
+    Containerd,
+    /// CRI-O, podman, skopeo: a registries.conf.d drop-in.
+    Crio,
+    /// k3s and RKE2: registries.yaml.
+    K3s,
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverRenderArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The container runtime the files are for.
+    #[arg(long, value_enum, env = "LIFEBOAT_FAILOVER_RUNTIME")]
+    pub runtime: FailoverRuntime,
+    /// Only this FailoverSet (default: every set written for the runtime).
+    #[arg(long = "set", value_name = "NAME", env = "LIFEBOAT_FAILOVER_SET")]
+    pub set: Option<String>,
+    /// Write the files into DIR, laid out as the runtime reads it, instead of printing them.
+    #[arg(long, value_name = "DIR", env = "LIFEBOAT_FAILOVER_OUT")]
+    pub out: Option<PathBuf>,
+    /// The mirror's credentials, for sets that name a `mirrorPullSecret`: the Secret's content,
+    /// a Docker config.json (`.dockerconfigjson`) with an entry for the mirror host.
+    #[arg(long, value_name = "FILE", env = "LIFEBOAT_MIRROR_CREDENTIALS")]
+    pub mirror_credentials: Option<PathBuf>,
+    /// Where k3s's directory is on the nodes: registries.yaml names its CA files by absolute
+    /// path.
+    #[arg(long, value_name = "DIR", default_value = crate::failover::k3s::DIR, env = "LIFEBOAT_K3S_DIR")]
+    pub k3s_dir: String,
+}
 
 /// Where the node agent reports its inventory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

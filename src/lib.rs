@@ -7,7 +7,9 @@
 //! [`outcome`]; every check answers with a [`readiness::Readiness`], and every "could not look"
 //! is an [`observed::Observed`]. [`prepull`] is the pure side of node pre-pull, [`diff`] tells
 //! offline what a change to the desired state will do, [`backup`] writes and restores
-//! air-gapped archives, and [`nodeagent`] is the `cri` pre-pull method's agent on each node.
+//! air-gapped archives, [`failover`] renders the container runtime files that make nodes fall
+//! back to the mirror, and [`nodeagent`] is the agent on each node: it pulls a `cri` pre-pull
+//! set's images and writes those failover files.
 //!
 //! Each external crate has one owner: git2 → [`git`], oci-client and sigstore → [`registry`],
 //! kube and k8s-openapi → [`cluster`], the CRI client → [`nodeagent`]. The command line
@@ -22,6 +24,7 @@ pub mod commands;
 pub mod daemon;
 pub mod desired;
 pub mod diff;
+pub mod failover;
 pub mod git;
 pub mod metrics;
 pub mod nodeagent;

@@ -13,8 +13,8 @@ pub fn render() -> String {
     schema.insert("title".into(), "Lifeboat desired-state document".into());
     schema.insert(
         "description".into(),
-        "One document of a Lifeboat desired-state repository: a Registry, MirrorSet, PrePullSet or \
-         BackupPolicy. Add `# yaml-language-server: $schema=<path to this file>` at the top of a file \
+        "One document of a Lifeboat desired-state repository: a Registry, MirrorSet, PrePullSet, \
+         BackupPolicy or FailoverSet. Add `# yaml-language-server: $schema=<path to this file>` at the top of a file \
          so editors validate it."
             .into(),
     );

@@ -9,6 +9,7 @@
 mod backup;
 mod daemon;
 mod diff;
+mod failover;
 mod nodeagent;
 mod pass;
 mod validate;
@@ -65,6 +66,7 @@ pub fn run(command: &Command, output: Output) -> anyhow::Result<u8> {
         Command::Restore(args) => backup::restore(args, output),
         Command::Schema(_) => validate::schema(),
         Command::NodeAgent(args) => nodeagent::node_agent(args, output),
+        Command::Failover(crate::cli::FailoverCommand::Render(args)) => failover::render(args, output),
     }
 }
 
@@ -81,7 +83,8 @@ pub fn formats(command: &Command) -> &'static [Output] {
         | Command::Backup(_)
         | Command::Restore(_)
         | Command::Schema(_)
-        | Command::NodeAgent(_) => &[Human, Json],
+        | Command::NodeAgent(_)
+        | Command::Failover(_) => &[Human, Json],
     }
 }
 
@@ -118,6 +121,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Restore(_) => "restore",
         Command::Schema(_) => "schema",
         Command::NodeAgent(_) => "node-agent",
+        Command::Failover(crate::cli::FailoverCommand::Render(_)) => "failover render",
     }
 }
 

@@ -23,7 +23,10 @@ use serde::{Serialize, Serializer};
 pub use diagnostic::{Diagnostic, Diagnostics, Position, Severity};
 pub use image::{Digest, ImageRef, Repository, Source as ImageSource, Target};
 pub use quantity::{Period, Size};
-pub use raw::{Compression, OnTagMove, PrePullMethod, SignaturePolicy, Toleration};
+pub use raw::{
+    Compression, ContactUpstream, FailoverOrder, FailoverTags, NodeRuntime, OnTagMove, PrePullMethod, SignaturePolicy,
+    Toleration,
+};
 pub use schedule::Schedule;
 pub use source::{DirectorySource, Source, SourceFile};
 pub use validate::load;
@@ -53,6 +56,7 @@ pub struct DesiredState {
     pub mirror_sets: BTreeMap<String, MirrorSet>,
     pub pre_pull_sets: BTreeMap<String, PrePullSet>,
     pub backup_policies: BTreeMap<String, BackupPolicy>,
+    pub failover_sets: BTreeMap<String, FailoverSet>,
     /// Warnings found while loading; the state is usable.
     #[serde(skip)]
     pub warnings: Diagnostics,
@@ -369,6 +373,61 @@ pub struct Retention {
 #[serde(rename_all = "camelCase")]
 pub struct Encryption {
     pub age_recipients: BTreeSet<String>,
+}
+
+/// Which nodes fail over to the mirror for which upstreams, every mapping resolved: the plain
+/// facts the node files are rendered from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverSet {
+    #[serde(skip)]
+    pub origin: Origin,
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    pub mirror_sets: BTreeSet<String>,
+    /// One per upstream, sorted by upstream.
+    pub mappings: Vec<FailoverMapping>,
+    pub order: FailoverOrder,
+    pub tags: FailoverTags,
+    pub contact_upstream: ContactUpstream,
+    /// `None`: whichever runtime each node runs.
+    pub runtimes: Option<BTreeSet<NodeRuntime>>,
+    pub mirror_pull_secret: Option<String>,
+}
+
+impl FailoverSet {
+    /// Whether the set is written for `runtime`: named, or detected on the node.
+    pub fn covers(&self, runtime: NodeRuntime) -> bool {
+        self.runtimes.as_ref().is_none_or(|r| r.contains(&runtime))
+    }
+}
+
+/// One upstream and where its repositories are in the mirror: `upstream/rest` is served as
+/// `mirror/rest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverMapping {
+    /// The upstream host, and a repository path when only part of the host fails over.
+    pub upstream: Target,
+    /// Upstream is reached over plain HTTP (its Registry document says `insecure: true`).
+    pub upstream_insecure: bool,
+    pub mirror: MirrorEndpoint,
+    /// What asked for this mapping: `MirrorSet/vendor-base`, `spec.upstreams[0]`.
+    pub sources: BTreeSet<String>,
+    /// The upstream repositories the MirrorSets copy there; empty for an explicit pair.
+    pub repositories: BTreeSet<Repository>,
+}
+
+/// How nodes reach the mirror.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorEndpoint {
+    /// The mirror host and the path under which the upstream's repositories are kept.
+    pub location: Target,
+    /// Plain HTTP (the mirror's Registry document says `insecure: true`).
+    pub insecure: bool,
+    /// The mirror's CA bundle, from its Registry document, relative to the desired-state root.
+    pub ca_file: Option<String>,
 }
 
 impl DesiredState {

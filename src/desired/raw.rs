@@ -14,8 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// The only `apiVersion` this release understands.
 pub const API_VERSION: &str = "lifeboat.dev/v1alpha1";
 
-/// The four kinds of document, in the order they are described.
-pub const KINDS: [&str; 4] = ["Registry", "MirrorSet", "PrePullSet", "BackupPolicy"];
+/// The kinds of document, in the order they are described.
+pub const KINDS: [&str; 5] = ["Registry", "MirrorSet", "PrePullSet", "BackupPolicy", "FailoverSet"];
 
 /// The kinds of the status documents Lifeboat writes: skipped when read as desired state.
 pub const STATUS_KINDS: [&str; 4] = ["LifeboatStatus", "MirrorSetStatus", "PrePullSetStatus", "BackupPolicyStatus"];
@@ -86,6 +86,14 @@ document!(
     BackupPolicy,
     BackupPolicySpec
 );
+document!(
+    /// Nodes that fall back to the mirror when upstream registries fail, with the image
+    /// references of their pods unchanged: the mirror is written into each node's container
+    /// runtime configuration.
+    FailoverSetDocument,
+    FailoverSet,
+    FailoverSetSpec
+);
 
 /// Any Lifeboat desired-state document. Several may share a file, separated by `---`.
 #[derive(JsonSchema)]
@@ -96,6 +104,7 @@ pub enum AnyDocument {
     MirrorSet(MirrorSetDocument),
     PrePullSet(PrePullSetDocument),
     BackupPolicy(BackupPolicyDocument),
+    FailoverSet(FailoverSetDocument),
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -443,4 +452,109 @@ pub struct Encryption {
     /// age recipients (`age1...` public keys, or `ssh-ed25519`/`ssh-rsa` public keys). Any one
     /// matching identity can decrypt.
     pub age_recipients: Vec<String>,
+}
+
+/// Which nodes fail over to the mirror, for which upstreams, and how. The smallest useful
+/// document names MirrorSets only: `spec: {mirrorSets: [vendor-base]}`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FailoverSetSpec {
+    /// Labels a node must carry to be configured; empty (the default) selects every node.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// Kubernetes tolerations, so that tainted nodes are configured too.
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+    /// Every upstream registry host these MirrorSets mirror fails over to exactly where its
+    /// images land in the mirror, the target's path prefix included:
+    /// `registry.vendor.example` → `<target>`, so `registry.vendor.example/base/glibc:2.40` is
+    /// pulled from `<target>/base/glibc:2.40`.
+    #[serde(default)]
+    pub mirror_sets: Vec<String>,
+    /// Further upstream → mirror pairs, for images mirrored by other means.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamMirror>,
+    /// `mirrorFirst` (default): ask the mirror first, upstream only when the mirror lacks the
+    /// image or fails; the mirror is local and fast. `upstreamFirst`: ask upstream first. On
+    /// containerd 1.6 and 1.7 an upstream that is black-holed (packets dropped) then costs a
+    /// 30 s connect timeout per request, every manifest and layer, before the mirror is asked;
+    /// CRI-O cannot express this order at all.
+    pub order: Option<FailoverOrder>,
+    /// `resolve` (default): the mirror may resolve tags, so `image:tag` survives an outage; the
+    /// node then trusts the mirror's tag-to-digest mapping. `digestOnly`: only `image@sha256:`
+    /// references fail over; tag pulls still need upstream.
+    pub tags: Option<FailoverTags>,
+    /// `allow` (default): upstream remains the last resort. `never`: nodes never contact the
+    /// upstream hosts (air-gapped); every pull of them goes to the mirror.
+    pub contact_upstream: Option<ContactUpstream>,
+    /// The container runtimes the set is written for. Default: the one detected on each node.
+    pub runtimes: Option<Vec<NodeRuntime>>,
+    /// Name of a `kubernetes.io/dockerconfigjson` Secret, in the node agent's namespace, with
+    /// credentials for the mirror host. Needed unless the mirror allows anonymous reads: the
+    /// kubelet sends the pull secret of the upstream host, never one for the mirror. On
+    /// containerd it becomes an `Authorization` header in `hosts.toml`.
+    pub mirror_pull_secret: Option<String>,
+}
+
+/// One upstream and where its images are in the mirror.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpstreamMirror {
+    /// Upstream registry host, optionally with a repository path: `ghcr.io` or `ghcr.io/org`.
+    pub upstream: String,
+    /// Mirror host and path under which the upstream's repositories are kept:
+    /// `registry.internal.example:5000/ghcr` holds `ghcr.io/org/app` as `ghcr/org/app`.
+    pub mirror: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum FailoverOrder {
+    MirrorFirst,
+    UpstreamFirst,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum FailoverTags {
+    Resolve,
+    DigestOnly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ContactUpstream {
+    Allow,
+    Never,
+}
+
+/// A container runtime whose registry configuration Lifeboat writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRuntime {
+    /// containerd 1.6 or later: `hosts.toml` files in its `config_path`.
+    Containerd,
+    /// CRI-O (and podman, skopeo, buildah): a `registries.conf.d` drop-in.
+    Crio,
+    /// k3s and RKE2: `registries.yaml`.
+    K3s,
+}
+
+impl NodeRuntime {
+    pub const ALL: [NodeRuntime; 3] = [NodeRuntime::Containerd, NodeRuntime::Crio, NodeRuntime::K3s];
+
+    /// The name as the desired state and the command line spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRuntime::Containerd => "containerd",
+            NodeRuntime::Crio => "crio",
+            NodeRuntime::K3s => "k3s",
+        }
+    }
+}
+
+impl std::fmt::Display for NodeRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

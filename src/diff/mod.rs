@@ -2,7 +2,8 @@
 //!
 //! `compare` is pure: no I/O, no clock. It reports direct edits (`changes`: images and tags
 //! added or removed, digest pins moved, tag rules and settings changed) and their effect on
-//! the mirror references and on what pre-pull sets and backups cover. `render` prints the
+//! the mirror references and on what pre-pull sets and backups cover; for FailoverSets, their
+//! settings and which upstream fails over to which mirror path. `render` prints the
 //! result for people (text, Markdown for a pull-request comment) and machines (JSON).
 
 pub mod render;
@@ -122,6 +123,7 @@ pub fn compare(base: &DesiredState, head: &DesiredState) -> DesiredDiff {
     documents(&mut changes, "MirrorSet", &base.mirror_sets, &head.mirror_sets, &["spec.images"], mirror_set_images);
     documents(&mut changes, "PrePullSet", &base.pre_pull_sets, &head.pre_pull_sets, &[], no_detail);
     documents(&mut changes, "BackupPolicy", &base.backup_policies, &head.backup_policies, &[], no_detail);
+    documents(&mut changes, "FailoverSet", &failover_views(base), &failover_views(head), &[], no_detail);
 
     let all_refs = |state: &DesiredState| -> BTreeSet<ImageRef> {
         state.mirror_sets.values().flat_map(MirrorSet::fixed_mirror_refs).collect()
@@ -140,6 +142,23 @@ pub fn compare(base: &DesiredState, head: &DesiredState) -> DesiredDiff {
         push_coverage(&mut coverage, "BackupPolicy", &name, covered(base), covered(head));
     }
     DesiredDiff { changes, mirror_refs: RefChanges::between(&all_refs(base), &all_refs(head)), coverage }
+}
+
+/// FailoverSets as their settings and what fails over to where (`upstream → mirror`), without
+/// the repositories behind each mapping: those change with every image a MirrorSet adds, which
+/// the MirrorSet's own changes already report.
+fn failover_views(state: &DesiredState) -> BTreeMap<String, Value> {
+    state
+        .failover_sets
+        .iter()
+        .map(|(name, set)| {
+            let mut value = serde_json::to_value(set).unwrap_or(Value::Null);
+            let mappings: Vec<String> =
+                set.mappings.iter().map(|m| format!("{} → {}", m.upstream, m.mirror.location)).collect();
+            value["mappings"] = mappings.into();
+            (name.clone(), value)
+        })
+        .collect()
 }
 
 fn no_detail<T>(_: &mut Vec<Change>, _: Option<(&str, &T)>, _: Option<(&str, &T)>) {}

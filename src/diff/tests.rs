@@ -213,3 +213,40 @@ fn a_removed_tag_names_where_it_was() {
     let removed = diff.changes.iter().find(|c| c.type_name() == "tagRemoved").expect("a removed tag");
     assert!(matches!(removed, Change::TagRemoved { target, .. } if target == "mirror.example:5000/m/base/glibc:2.39"));
 }
+
+const FAILOVER: &str =
+    "apiVersion: lifeboat.dev/v1alpha1\nkind: FailoverSet\nmetadata: {name: workers}\nspec:\n  mirrorSets: [base]\n";
+
+#[test]
+fn failover_sets_report_their_settings_and_mappings_not_the_images_behind_them() {
+    let with_failover = |set: &str, failover: &str| state(&[("m.yaml", set), ("f.yaml", failover)]);
+    let set = mirror_set("0 * * * *", "\"2.40\"", PIN_A, true);
+    // More images of the same upstream host fail over the same way.
+    let more_images = mirror_set("0 * * * *", "\"2.40\", \"2.41\"", PIN_A, false);
+    let diff = compare(&with_failover(&set, FAILOVER), &with_failover(&more_images, FAILOVER));
+    assert!(diff.changes.iter().all(|c| c.document() == "MirrorSet/base"), "{diff:#?}");
+
+    let moved = set.replace("target: mirror.example:5000/m", "target: mirror.example:5000/vendor");
+    let ordered = FAILOVER.to_string() + "  order: upstreamFirst\n";
+    let diff = compare(&with_failover(&set, FAILOVER), &with_failover(&moved, &ordered));
+    let failover: Vec<&Change> = diff.changes.iter().filter(|c| c.document() == "FailoverSet/workers").collect();
+    assert_eq!(
+        failover,
+        [
+            &Change::SettingChanged {
+                kind: "FailoverSet",
+                name: "workers".into(),
+                field: "spec.mappings".into(),
+                from: serde_json::json!(["vendor.example → mirror.example:5000/m"]),
+                to: serde_json::json!(["vendor.example → mirror.example:5000/vendor"]),
+            },
+            &Change::SettingChanged {
+                kind: "FailoverSet",
+                name: "workers".into(),
+                field: "spec.order".into(),
+                from: "mirrorFirst".into(),
+                to: "upstreamFirst".into(),
+            },
+        ]
+    );
+}

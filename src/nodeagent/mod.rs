@@ -13,8 +13,13 @@
 //! [`cri`] implements it over the CRI socket. This module never talks to Kubernetes: reporting
 //! the inventory is [`crate::cluster::inventory`]'s job. Secrets from pull secrets only ever
 //! reach the runtime; reasons are scrubbed of them.
+//!
+//! For node failover, [`failover`] writes the runtime's registry files on the node and
+//! [`runtime_config`] tells whether the runtime reads them.
 
 pub mod cri;
+pub mod failover;
+pub mod runtime_config;
 
 use std::collections::BTreeSet;
 use std::future::Future;

@@ -6,6 +6,7 @@ mod backup;
 mod cli;
 mod daemon;
 mod diff;
+mod failover;
 mod help;
 mod layout;
 mod loader_fuzz;

@@ -50,7 +50,7 @@ pub fn load(source: &dyn Source) -> Result<DesiredState, LoadError> {
     if files.is_empty() {
         diags.push(
             Diagnostic::error(source.describe(), "no desired-state documents found (no *.yaml or *.yml files)").hint(
-                "point Lifeboat at the folder that holds the Registry, MirrorSet, PrePullSet and BackupPolicy files",
+                "point Lifeboat at the folder that holds the Registry, MirrorSet, PrePullSet, BackupPolicy and FailoverSet files",
             ),
         );
         return Err(LoadError::Invalid(diags));
@@ -77,8 +77,13 @@ pub fn load(source: &dyn Source) -> Result<DesiredState, LoadError> {
         first_doc: HashMap::new(),
         target_tags: BTreeMap::new(),
         mirror_repos: BTreeMap::new(),
+        failover_upstreams: BTreeMap::new(),
     };
-    for doc in &docs {
+    // FailoverSets are read from the validated MirrorSets and Registries, wherever they are
+    // written: they come last.
+    let (failover, others): (Vec<&Document<'_>>, Vec<&Document<'_>>) =
+        docs.iter().partition(|d| d.kind == "FailoverSet");
+    for doc in others.into_iter().chain(failover) {
         checker.check(doc);
     }
     let Checker { mut diags, mut state, .. } = checker;
@@ -115,6 +120,7 @@ enum Raw {
     MirrorSet(raw::MirrorSetDocument),
     PrePullSet(raw::PrePullSetDocument),
     BackupPolicy(raw::BackupPolicyDocument),
+    FailoverSet(raw::FailoverSetDocument),
 }
 
 impl Document<'_> {
@@ -224,6 +230,7 @@ fn read_document<'a>(
         "Registry" => yaml::from_segment(segment).map(Raw::Registry),
         "MirrorSet" => yaml::from_segment(segment).map(Raw::MirrorSet),
         "PrePullSet" => yaml::from_segment(segment).map(Raw::PrePullSet),
+        "FailoverSet" => yaml::from_segment(segment).map(Raw::FailoverSet),
         _ => yaml::from_segment(segment).map(Raw::BackupPolicy),
     };
     match typed {
@@ -342,6 +349,8 @@ struct Checker<'s> {
     /// Every mirror repository written so far: the upstream repository it holds, and who
     /// writes it.
     mirror_repos: BTreeMap<String, (String, String)>,
+    /// Every upstream a FailoverSet fails over so far: the set, its node selector, and where.
+    failover_upstreams: BTreeMap<String, failover::Claim>,
 }
 
 impl Checker<'_> {
@@ -391,6 +400,11 @@ impl Checker<'_> {
             Some(Raw::BackupPolicy(b)) => {
                 if let Some(policy) = self.backup_policy(doc, &b.spec) {
                     self.state.backup_policies.insert(name.clone(), policy);
+                }
+            }
+            Some(Raw::FailoverSet(f)) => {
+                if let Some(set) = self.failover_set(doc, name, &f.spec) {
+                    self.state.failover_sets.insert(name.clone(), set);
                 }
             }
         }
@@ -458,13 +472,8 @@ impl Checker<'_> {
         result.ok()
     }
 
-    /// MirrorSet names and explicit mirror references shared by pre-pull sets and backups.
-    fn image_selection(
-        &mut self,
-        doc: &Document<'_>,
-        mirror_sets: &[String],
-        images: &[String],
-    ) -> (BTreeSet<String>, BTreeSet<ImageRef>) {
+    /// Reports every name in `spec.mirrorSets` that no MirrorSet document has.
+    fn mirror_set_refs(&mut self, doc: &Document<'_>, mirror_sets: &[String]) {
         for (i, set) in mirror_sets.iter().enumerate() {
             if !self.names.mirror_sets.contains(set) {
                 let hint = match closest(set, self.names.mirror_sets.iter().map(String::as_str)) {
@@ -483,6 +492,16 @@ impl Checker<'_> {
                 );
             }
         }
+    }
+
+    /// MirrorSet names and explicit mirror references shared by pre-pull sets and backups.
+    fn image_selection(
+        &mut self,
+        doc: &Document<'_>,
+        mirror_sets: &[String],
+        images: &[String],
+    ) -> (BTreeSet<String>, BTreeSet<ImageRef>) {
+        self.mirror_set_refs(doc, mirror_sets);
         let refs: BTreeSet<ImageRef> = images
             .iter()
             .enumerate()
@@ -546,6 +565,7 @@ fn check_subdomain(name: &str, what: &str) -> Result<(), String> {
 }
 
 mod backup;
+mod failover;
 mod mirror;
 mod prepull;
 mod registry;

@@ -1,4 +1,5 @@
-//! PrePullSet documents: which images, on which nodes, with which tolerations and secrets.
+//! PrePullSet documents: which images, on which nodes, with which tolerations and secrets; and
+//! the node selection FailoverSets share with them.
 
 use super::{Checker, Document, check_subdomain};
 use std::str::FromStr as _;
@@ -10,37 +11,7 @@ impl Checker<'_> {
     pub(super) fn pre_pull_set(&mut self, doc: &Document<'_>, spec: &raw::PrePullSetSpec) -> Option<PrePullSet> {
         let before = self.errors();
         let (mirror_sets, images) = self.image_selection(doc, &spec.mirror_sets, &spec.images);
-        for (key, value) in &spec.node_selector {
-            let path = format!("spec.nodeSelector.{key}");
-            self.field(doc, &path, check_label(key, value));
-        }
-        for (i, t) in spec.tolerations.iter().enumerate() {
-            let path = format!("spec.tolerations[{i}]");
-            if t.operator == Some(raw::TolerationOperator::Exists) && t.value.is_some() {
-                self.diags.push(
-                    doc.diagnostic(&format!("{path}.value"), "a toleration with operator Exists takes no value")
-                        .hint("drop `value`, or use `operator: Equal`"),
-                );
-            }
-            if t.toleration_seconds.is_some() && t.effect != Some(raw::TaintEffect::NoExecute) {
-                self.diags.push(
-                    doc.diagnostic(
-                        &format!("{path}.tolerationSeconds"),
-                        "tolerationSeconds only applies to effect NoExecute",
-                    )
-                    .hint("set `effect: NoExecute` or drop tolerationSeconds"),
-                );
-            }
-            if t.key.is_none() && t.operator != Some(raw::TolerationOperator::Exists) {
-                self.diags.push(
-                    doc.diagnostic(
-                        &path,
-                        "a toleration without key must use operator Exists (it then tolerates every taint)",
-                    )
-                    .hint("add `key:` or `operator: Exists`"),
-                );
-            }
-        }
+        self.node_selection(doc, &spec.node_selector, &spec.tolerations);
         for (i, secret) in spec.pull_secrets.iter().enumerate() {
             self.field(doc, &format!("spec.pullSecrets[{i}]"), check_subdomain(secret, "Secret"));
         }
@@ -83,6 +54,46 @@ impl Checker<'_> {
             parallel_pulls,
             kubelet_gc,
         })
+    }
+
+    /// `spec.nodeSelector` and `spec.tolerations`, as a Pod spec takes them.
+    pub(super) fn node_selection(
+        &mut self,
+        doc: &Document<'_>,
+        selector: &std::collections::BTreeMap<String, String>,
+        tolerations: &[raw::Toleration],
+    ) {
+        for (key, value) in selector {
+            let path = format!("spec.nodeSelector.{key}");
+            self.field(doc, &path, check_label(key, value));
+        }
+        for (i, t) in tolerations.iter().enumerate() {
+            let path = format!("spec.tolerations[{i}]");
+            if t.operator == Some(raw::TolerationOperator::Exists) && t.value.is_some() {
+                self.diags.push(
+                    doc.diagnostic(&format!("{path}.value"), "a toleration with operator Exists takes no value")
+                        .hint("drop `value`, or use `operator: Equal`"),
+                );
+            }
+            if t.toleration_seconds.is_some() && t.effect != Some(raw::TaintEffect::NoExecute) {
+                self.diags.push(
+                    doc.diagnostic(
+                        &format!("{path}.tolerationSeconds"),
+                        "tolerationSeconds only applies to effect NoExecute",
+                    )
+                    .hint("set `effect: NoExecute` or drop tolerationSeconds"),
+                );
+            }
+            if t.key.is_none() && t.operator != Some(raw::TolerationOperator::Exists) {
+                self.diags.push(
+                    doc.diagnostic(
+                        &path,
+                        "a toleration without key must use operator Exists (it then tolerates every taint)",
+                    )
+                    .hint("add `key:` or `operator: Exists`"),
+                );
+            }
+        }
     }
 
     fn kubelet_gc(&mut self, doc: &Document<'_>, raw: Option<&raw::KubeletGcTarget>) -> KubeletGcTarget {

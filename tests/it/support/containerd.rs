@@ -112,6 +112,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         self.dir.path().join("containerd.sock")
     }
 
+    /// The folder containerd's CRI plugin reads `hosts.toml` files from (its `config_path`).
+    pub fn hosts_dir(&self) -> PathBuf {
+        self.dir.path().join("hosts")
+    }
+
+    /// containerd's configuration file (`version = 2`, `config_path` set to [`Self::hosts_dir`]).
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
     /// Lets containerd pull from the plain-HTTP registry at `host` (`127.0.0.1:PORT`); read on
     /// every pull, so it may come after the start.
     pub fn trust_plain_http(&self, host: &str) {

@@ -127,9 +127,11 @@ pub mod cosign;
 #[path = "../../../src/cluster/fake.rs"]
 pub mod fake_api;
 pub mod images;
+pub mod netns;
 pub mod proxy;
 pub mod referrers;
 pub mod registry;
+pub mod site;
 pub mod token;
 
 /// Polls `check` until it returns `Some`, or panics after `limit` naming `what`.
