@@ -85,7 +85,7 @@ impl Host {
 pub struct RegistryClient {
     oci: oci_client::Client,
     /// Streamed uploads and deletes, which oci-client does not offer.
-    http: super::upload::Http,
+    http: super::http::Http,
     settings: HashMap<String, HostSettings>,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     /// (registry, repository, operation) pairs oci-client has been authenticated for.
@@ -144,7 +144,7 @@ impl RegistryClient {
         };
         Ok(RegistryClient {
             oci: oci_client::Client::new(config),
-            http: super::upload::Http::new(http.build()?, options.timeout),
+            http: super::http::Http::new(http.build()?, options.timeout),
             settings,
             hosts: Mutex::new(HashMap::new()),
             authenticated: Mutex::new(HashSet::new()),
@@ -257,8 +257,8 @@ impl RegistryClient {
     }
 
     /// Where and how Lifeboat's own requests reach `repository`.
-    async fn http_target(&self, host: &Host, repository: &Repository) -> Result<super::upload::Target, RegistryError> {
-        Ok(super::upload::Target {
+    async fn http_target(&self, host: &Host, repository: &Repository) -> Result<super::http::Target, RegistryError> {
+        Ok(super::http::Target {
             repository: repository.clone(),
             insecure: host.settings.insecure,
             credential: self.credential(host).await?,
@@ -266,14 +266,14 @@ impl RegistryClient {
     }
 
     /// Runs one of Lifeboat's own requests against `repository`, within its host's limits.
-    async fn own<T, F, Fut>(
+    async fn send_http<T, F, Fut>(
         &self,
         repository: &Repository,
         operation: impl Fn() -> String,
         request: F,
     ) -> Result<T, RegistryError>
     where
-        F: Fn(super::upload::Target) -> Fut,
+        F: Fn(super::http::Target) -> Fut,
         Fut: Future<Output = Result<T, RegistryError>>,
     {
         let host = self.host(&repository.host);
@@ -291,7 +291,7 @@ impl RegistryClient {
         repository: &Repository,
         reference: &str,
     ) -> Result<Option<Digest>, RegistryError> {
-        self.own(
+        self.send_http(
             repository,
             || format!("looking up {repository}:{reference}"),
             |t| async move { self.http.manifest_digest(&t, reference).await },
@@ -306,7 +306,7 @@ impl RegistryClient {
         reference: &str,
     ) -> Result<Option<(Bytes, Digest)>, RegistryError> {
         let found = self
-            .own(
+            .send_http(
                 repository,
                 || format!("reading manifest {repository}:{reference}"),
                 |t| async move { self.http.manifest(&t, reference).await },
@@ -332,7 +332,7 @@ impl RegistryClient {
         digest: &Digest,
         limit: u64,
     ) -> Result<Option<Bytes>, RegistryError> {
-        self.own(
+        self.send_http(
             repository,
             || format!("reading blob {digest} of {repository}"),
             |t| async move { self.http.small_blob(&t, digest, limit).await },
@@ -342,7 +342,7 @@ impl RegistryClient {
 
     /// The OCI referrers index of `digest`, or `None` when the registry has no referrers API.
     pub async fn referrers(&self, repository: &Repository, digest: &Digest) -> Result<Option<Bytes>, RegistryError> {
-        self.own(
+        self.send_http(
             repository,
             || format!("listing referrers of {repository}@{digest}"),
             |t| async move { self.http.referrers(&t, digest).await },
@@ -381,7 +381,7 @@ impl RegistryClient {
 
     /// Every tag of a repository, following pagination; `None` when it does not exist.
     pub async fn list_tags(&self, repository: &Repository) -> Result<Option<Vec<String>>, RegistryError> {
-        self.own(
+        self.send_http(
             repository,
             || format!("listing tags of {repository}"),
             |t| async move { self.http.list_tags(&t).await },
@@ -563,7 +563,7 @@ impl RegistryClient {
 
     /// Deletes a manifest by digest (Distribution removes every tag pointing at it).
     pub async fn delete_manifest(&self, repository: &Repository, digest: &Digest) -> Result<(), RegistryError> {
-        self.own(
+        self.send_http(
             repository,
             || format!("deleting {repository}@{digest}"),
             |t| async move { self.http.delete_manifest(&t, digest).await },

@@ -12,7 +12,7 @@ pub mod error;
 #[cfg(test)]
 pub mod fake;
 pub mod manifest;
-mod upload;
+mod http;
 
 use std::collections::BTreeMap;
 use std::future::Future;
