@@ -9,7 +9,8 @@
 //! offline what a change to the desired state will do, [`backup`] writes and restores
 //! air-gapped archives, [`failover`] renders the container runtime files that make nodes fall
 //! back to the mirror, and [`nodeagent`] is the agent on each node: it pulls a `cri` pre-pull
-//! set's images and writes those failover files.
+//! set's images and writes those failover files. [`error`] is the one classification of other
+//! systems' failures that the registry, cluster and node-agent modules share.
 //!
 //! Each external crate has one owner: git2 → [`git`], oci-client and sigstore → [`registry`],
 //! kube and k8s-openapi → [`cluster`], the CRI client → [`nodeagent`]. The command line
@@ -24,6 +25,7 @@ pub mod commands;
 pub mod daemon;
 pub mod desired;
 pub mod diff;
+pub mod error;
 pub mod failover;
 pub mod git;
 pub mod metrics;

@@ -1,23 +1,10 @@
-//! Kubernetes API failures, classified by what Lifeboat should do about them.
+//! Kubernetes API failures: what was attempted on which object, and why, classified by the
+//! crate's one [`crate::error::Kind`] (re-exported here as [`ErrorKind`]).
 
 use std::fmt;
 
-/// What kind of failure: decides whether to try again next round or to ask a person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The object does not exist (404).
-    NotFound,
-    /// Someone else wrote first: the object exists already, or changed since it was read
-    /// (409). Read it again and decide again.
-    Conflict,
-    /// The service account is not allowed to do this, or its credentials are refused (401,
-    /// 403): a person has to fix the RBAC rules or the kubeconfig.
-    Unauthorized,
-    /// Worth retrying: no answer, 5xx, 429, timeouts.
-    Transient,
-    /// Will not get better by retrying: an invalid object, an unsupported request, other 4xx.
-    Permanent,
-}
+pub use crate::error::Kind as ErrorKind;
+use crate::error::{kind_of_status, source_chain};
 
 /// A Kubernetes API request that failed: what was attempted on which object, and why.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -65,29 +52,4 @@ impl ClusterError {
         };
         ClusterError::new(kind, operation, message)
     }
-}
-
-/// What an HTTP status from the API server means for Lifeboat.
-pub fn kind_of_status(code: u16) -> ErrorKind {
-    match code {
-        404 => ErrorKind::NotFound,
-        409 => ErrorKind::Conflict,
-        401 | 403 => ErrorKind::Unauthorized,
-        408 | 429 | 500..=599 => ErrorKind::Transient,
-        _ => ErrorKind::Permanent,
-    }
-}
-
-/// An error and its causes on one line, without repeating a cause its parent already printed.
-fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut current = e.source();
-    while let Some(cause) = current {
-        let words = cause.to_string();
-        if !text.contains(&words) {
-            text = format!("{text}: {words}");
-        }
-        current = cause.source();
-    }
-    text
 }

@@ -31,6 +31,7 @@ use futures_util::StreamExt as _;
 use tracing::{debug, info, warn};
 
 use crate::desired::ImageRef;
+use crate::error::Kind;
 use crate::prepull::{GcSettings, ImageState, Inventory, InventoryImage};
 use crate::registry::auth::{Credential, PullSecretFile};
 
@@ -45,6 +46,29 @@ pub enum PullError {
     NotFound(String),
     /// Anything else the runtime reported (disk full, unpacking failed, the runtime went away).
     Runtime(String),
+}
+
+impl PullError {
+    /// What the failure means in the crate's one vocabulary: an unreachable registry is
+    /// transient, refused credentials unauthorized, a missing image not found, and a failure of
+    /// the runtime itself permanent for this round (the next round tries again).
+    pub fn kind(&self) -> Kind {
+        match self {
+            PullError::Unreachable(_) => Kind::Transient,
+            PullError::Unauthorized(_) => Kind::Unauthorized,
+            PullError::NotFound(_) => Kind::NotFound,
+            PullError::Runtime(_) => Kind::Permanent,
+        }
+    }
+
+    /// The runtime's words.
+    pub fn into_detail(self) -> String {
+        match self {
+            PullError::Unreachable(t) | PullError::Unauthorized(t) | PullError::NotFound(t) | PullError::Runtime(t) => {
+                t
+            }
+        }
+    }
 }
 
 /// What the round needs of a container runtime. Errors are the runtime's words; they must not
@@ -215,21 +239,25 @@ async fn image_state<R: ImageRuntime>(
             }
             Err(e) => redact(e, credential),
         };
-        let reason = match error {
-            PullError::Unauthorized(detail) => {
-                match secret {
-                    Some(name) => refused.push(format!("{name} ({detail})")),
-                    None => refused.push(detail),
-                }
-                continue;
+        // Refused credentials: the next pull secret may do. Anything else ends the tries.
+        if error.kind() == Kind::Unauthorized {
+            let detail = error.into_detail();
+            match secret {
+                Some(name) => refused.push(format!("{name} ({detail})")),
+                None => refused.push(detail),
             }
+            continue;
+        }
+        let reason = match error {
             PullError::Unreachable(detail) => {
                 format!("registry {host} could not be reached to pull {reference}: {detail}")
             }
             PullError::NotFound(detail) => {
                 format!("registry {host} does not have {reference} ({detail})")
             }
-            PullError::Runtime(detail) => format!("the container runtime failed to pull {reference}: {detail}"),
+            PullError::Runtime(detail) | PullError::Unauthorized(detail) => {
+                format!("the container runtime failed to pull {reference}: {detail}")
+            }
         };
         warn!(image = %reference, %reason, "missing");
         return ImageState::Missing { reason };

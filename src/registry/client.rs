@@ -426,9 +426,7 @@ impl RegistryClient {
             Ok(()) => Ok(true),
             // A token registry may refuse the mount (the token does not cover the source
             // repository): copying instead works.
-            Err(e) if matches!(e.kind, ErrorKind::Permanent | ErrorKind::NotFound | ErrorKind::Unauthorized) => {
-                Ok(false)
-            }
+            Err(e) if !e.kind.retryable() => Ok(false),
             Err(e) => Err(e),
         }
     }

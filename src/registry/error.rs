@@ -1,30 +1,11 @@
-//! Registry failures, classified by what Lifeboat should do about them.
+//! Registry failures: what was attempted, on which registry, and why, in words a person can
+//! act on, classified by the crate's one [`crate::error::Kind`] (re-exported here as
+//! [`ErrorKind`]).
 
 use std::fmt;
 
-/// What kind of failure: decides retrying, and whether an item is `Absent` or `Unknown`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The manifest, blob or repository does not exist (404 and the registry's `*_UNKNOWN`).
-    NotFound,
-    /// Credentials missing, wrong, or without the needed permission.
-    Unauthorized,
-    /// Worth retrying: 5xx, 429, connection refused or reset, timeouts.
-    Transient,
-    /// Will not get better by retrying: invalid content, unsupported operation, 4xx.
-    Permanent,
-}
-
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::NotFound => "not found",
-            ErrorKind::Unauthorized => "unauthorized",
-            ErrorKind::Transient => "unreachable",
-            ErrorKind::Permanent => "failed",
-        }
-    }
-}
+pub use crate::error::Kind as ErrorKind;
+use crate::error::{kind_of_status, source_chain};
 
 /// A registry operation that failed: what was attempted, on which registry, and why, in
 /// words a person can act on. Never carries credentials.
@@ -115,20 +96,6 @@ impl RegistryError {
         };
         RegistryError::new(ErrorKind::Transient, operation, format!("{what} talking to {host}: {}", source_chain(e)))
     }
-
-    pub fn is_not_found(&self) -> bool {
-        self.kind == ErrorKind::NotFound
-    }
-}
-
-/// What an HTTP status means for Lifeboat.
-pub fn kind_of_status(code: u16) -> ErrorKind {
-    match code {
-        404 => ErrorKind::NotFound,
-        401 | 403 => ErrorKind::Unauthorized,
-        408 | 429 | 500..=599 => ErrorKind::Transient,
-        _ => ErrorKind::Permanent,
-    }
 }
 
 /// The longest wait a `Retry-After` may impose on one retry.
@@ -136,19 +103,6 @@ const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(300)
 
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
-}
-
-/// The innermost cause of a transport error: "Connection refused (os error 111)" says more
-/// than "error sending request".
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut innermost = e.to_string();
-    let mut current = e.source();
-    while let Some(s) = current {
-        innermost = s.to_string();
-        current = s.source();
-    }
-    // reqwest errors carry the URL; keep the words, not a URL with possible query parameters.
-    innermost.split(" for url (").next().unwrap_or_default().to_string()
 }
 
 #[cfg(test)]

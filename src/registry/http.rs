@@ -540,7 +540,7 @@ async fn status_error(operation: &str, host: &str, response: Response) -> Regist
         .and_then(|v| v.trim().parse::<u64>().ok());
     let body = response.text().await.unwrap_or_default();
     let detail = body.lines().next().unwrap_or_default().chars().take(200).collect::<String>();
-    let kind = super::error::kind_of_status(status);
+    let kind = crate::error::kind_of_status(status);
     let mut message = format!("{host} answered HTTP {status}");
     if !detail.is_empty() {
         message.push_str(&format!(": {detail}"));
