@@ -10,7 +10,8 @@
 //! air-gapped archives, [`failover`] renders the container runtime files that make nodes fall
 //! back to the mirror, and [`nodeagent`] is the agent on each node: it pulls a `cri` pre-pull
 //! set's images and writes those failover files. [`error`] is the one classification of other
-//! systems' failures that the registry, cluster and node-agent modules share.
+//! systems' failures that the registry, cluster and node-agent modules share, and [`retry`]
+//! the one backoff for trying again.
 //!
 //! Each external crate has one owner: git2 → [`git`], oci-client and sigstore → [`registry`],
 //! kube and k8s-openapi → [`cluster`], the CRI client → [`nodeagent`]. The command line
@@ -39,5 +40,6 @@ pub mod readiness;
 pub mod reconcile;
 pub mod registry;
 pub mod repo;
+pub mod retry;
 pub mod schema;
 pub mod status;

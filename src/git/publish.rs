@@ -73,7 +73,6 @@ impl Checkout {
             request.branch
         );
         let attempts = request.attempts.max(1);
-        let mut delay = request.backoff;
         let mut last = String::new();
         for attempt in 1..=attempts {
             match self.try_publish(request, &folder, &mut render).with_context(context)? {
@@ -91,8 +90,7 @@ impl Checkout {
                 }
             }
             if attempt < attempts {
-                std::thread::sleep(jittered(delay));
-                delay = delay.saturating_mul(2);
+                std::thread::sleep(crate::retry::backoff(request.backoff, attempt, None));
             }
         }
         anyhow::bail!(
@@ -179,10 +177,4 @@ impl Checkout {
         drop(options);
         Ok(rejection.into_inner())
     }
-}
-
-/// `delay` plus up to half of it again, at random.
-fn jittered(delay: Duration) -> Duration {
-    let half = u64::try_from(delay.as_nanos() / 2).unwrap_or(u64::MAX);
-    delay.saturating_add(Duration::from_nanos(fastrand::u64(0..=half)))
 }

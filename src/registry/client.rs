@@ -252,7 +252,7 @@ impl RegistryClient {
             }
             attempt += 1;
             tracing::debug!(operation = %operation(), attempt, error = %error.message, "retrying");
-            tokio::time::sleep(error.backoff(self.options.backoff, attempt)).await;
+            tokio::time::sleep(crate::retry::backoff(self.options.backoff, attempt, error.retry_after)).await;
         }
     }
 
@@ -479,7 +479,7 @@ impl RegistryClient {
                 Err(e) if e.kind == ErrorKind::Transient && attempt < self.options.retries => {
                     attempt += 1;
                     tracing::debug!(operation = %operation(), attempt, error = %e.message, "retrying");
-                    tokio::time::sleep(e.backoff(self.options.backoff, attempt)).await;
+                    tokio::time::sleep(crate::retry::backoff(self.options.backoff, attempt, e.retry_after)).await;
                 }
                 Err(e) => return Err(e),
             }

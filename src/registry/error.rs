@@ -30,14 +30,6 @@ impl RegistryError {
         RegistryError { kind, operation: operation.into(), message: message.into(), retry_after: None }
     }
 
-    /// The wait before retry number `attempt` (1-based): exponential from `base` with up to
-    /// 50 % jitter, and never shorter than a `Retry-After` the registry sent.
-    pub fn backoff(&self, base: std::time::Duration, attempt: u32) -> std::time::Duration {
-        let delay = base * 2u32.saturating_pow(attempt.saturating_sub(1));
-        let jittered = delay + delay.mul_f64(fastrand::f64() * 0.5);
-        jittered.max(self.retry_after.unwrap_or_default().min(MAX_RETRY_AFTER))
-    }
-
     /// Classifies an oci-client error. The message is rewritten without URLs' query strings
     /// and never includes request headers, so no credential can leak through it.
     pub fn from_oci(operation: impl Into<String>, host: &str, e: oci_client::errors::OciDistributionError) -> Self {
@@ -98,27 +90,6 @@ impl RegistryError {
     }
 }
 
-/// The longest wait a `Retry-After` may impose on one retry.
-const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
-
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_honours_retry_after() {
-        let e = RegistryError::new(ErrorKind::Transient, "op", "busy");
-        for attempt in 1..=4 {
-            let base = Duration::from_millis(100) * 2u32.pow(attempt - 1);
-            let d = e.backoff(Duration::from_millis(100), attempt);
-            assert!(d >= base && d <= base.mul_f64(1.5), "attempt {attempt}: {d:?}");
-        }
-        let told = RegistryError { retry_after: Some(Duration::from_secs(3)), ..e };
-        assert_eq!(told.backoff(Duration::from_millis(100), 1), Duration::from_secs(3));
-    }
 }

@@ -11,8 +11,8 @@ pub mod cosign;
 pub mod error;
 #[cfg(test)]
 pub mod fake;
-pub mod manifest;
 mod http;
+pub mod manifest;
 
 use std::collections::BTreeMap;
 use std::future::Future;
