@@ -73,6 +73,7 @@ pub async fn run<R: Registry>(desired: &DesiredState, registry: &R) -> MirrorPas
 /// before anything else (moved tags, signatures, prunes), so an empty or damaged mirror
 /// becomes usable as early as possible. A full pass follows.
 pub async fn missing_first<R: Registry>(desired: &DesiredState, registry: &R) -> MirrorPass {
+    let registry = &registry.for_pass();
     let mut pass = dry_run(desired, registry).await;
     pass.plan = pass.plan.only_missing(&pass.actual);
     pass.outcomes = Some(apply::mirror(&pass.plan, registry).instrument(tracing::info_span!("apply")).await);
@@ -88,6 +89,7 @@ pub async fn set<R: Registry>(
     earlier: Option<DateTime<Utc>>,
 ) -> Option<SetPass> {
     let started = Utc::now();
+    let registry = &registry.for_pass();
     let state = desired.only_mirror_set(name);
     let pass = run(&state, registry).instrument(tracing::info_span!("sync", set = %name)).await;
     let earlier: BTreeMap<String, DateTime<Utc>> = earlier.map(|t| (name.to_string(), t)).into_iter().collect();

@@ -176,8 +176,9 @@ impl Pass {
 /// Observes and plans every stage, changing nothing: what `plan` prints.
 pub async fn dry_run(ctx: &Context) -> Pass {
     let started = Utc::now();
-    let mirror = mirror::dry_run(&ctx.state, &*ctx.registry).await;
-    let pre_pull = prepull::dry_run(&ctx.state, &*ctx.registry, ctx.setup.cluster(), &ctx.setup.render).await;
+    let registry = ctx.registry.for_pass();
+    let mirror = mirror::dry_run(&ctx.state, &registry).await;
+    let pre_pull = prepull::dry_run(&ctx.state, &registry, ctx.setup.cluster(), &ctx.setup.render).await;
     let backups = job::observe(&ctx.state, &BTreeMap::new()).await;
     Pass { started, finished: Utc::now(), mirror, pre_pull, backups }
 }
@@ -186,8 +187,9 @@ pub async fn dry_run(ctx: &Context) -> Pass {
 /// backups as they are.
 pub async fn run(ctx: &Context) -> Pass {
     let started = Utc::now();
-    let mirror = mirror::run(&ctx.state, &*ctx.registry).await;
-    let pre_pull = prepull::run(&ctx.state, &*ctx.registry, ctx.setup.cluster(), &ctx.setup.render).await;
+    let registry = ctx.registry.for_pass();
+    let mirror = mirror::run(&ctx.state, &registry).await;
+    let pre_pull = prepull::run(&ctx.state, &registry, ctx.setup.cluster(), &ctx.setup.render).await;
     let backups = job::observe(&ctx.state, &BTreeMap::new()).await;
     Pass { started, finished: Utc::now(), mirror, pre_pull, backups }
 }
@@ -249,7 +251,7 @@ pub async fn export_backup(
     job: Job,
     progress: impl Fn(u64) + Send + Sync + 'static,
 ) -> anyhow::Result<Exported> {
-    job::export(&ctx.state, &ctx.registry, job, progress).await
+    job::export(&ctx.state, &ctx.registry.for_pass(), job, progress).await
 }
 
 #[cfg(test)]

@@ -1,41 +1,41 @@
-//! The connection to registries: one oci-client for every host, with per-host credentials,
-//! concurrency, request pacing, timeouts and retries with backoff.
+//! The connection to registries: Lifeboat's own requests (`http`) to every host, within each
+//! host's credentials, concurrency and pacing (`host`), retried with backoff, and given up on
+//! for the rest of a pass once a host stops answering (`breaker`).
 //!
-//! Every request goes through [`RegistryClient::run`], which is where limits are enforced and
-//! failures are classified; nothing else in Lifeboat talks HTTP to a registry.
+//! Every request to a registry runs inside [`RegistryClient::run`] — Lifeboat's own, and the
+//! reads of keyless signatures by sigstore's client — which is where limits are kept, transient
+//! failures retried (`crate::retry::backoff`, never sooner than a `Retry-After`), and breakers
+//! consulted: a request to a host whose breaker is open fails at once, including one already
+//! waiting for a permit, a pacing slot or its backoff. A request whose silence opened the
+//! breaker is not retried. Nothing else in Lifeboat talks HTTP to a registry.
+//!
+//! Passes share a client's connections, credentials, tokens and host limits; breakers belong to
+//! one pass. [`RegistryClient::for_pass`] starts a pass; a client made by
+//! [`RegistryClient::new`] has no breakers, so a holder that forgets to start passes waits on a
+//! silent host as long as its timeouts and retries say, and is never cut off from it for good.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::{Reference, RegistryOperation};
-use tokio::sync::{OnceCell, Semaphore};
-use tokio::time::Instant;
 
-use super::auth::{self, Credential};
+use super::breaker::Breaker;
 use super::error::{ErrorKind, RegistryError};
-use crate::desired::{Credentials, DesiredState, Digest, Limits, Repository};
-
-/// How one registry host is reached.
-#[derive(Debug, Clone, Default)]
-pub struct HostSettings {
-    pub insecure: bool,
-    pub credentials: Option<Credentials>,
-    pub limits: Limits,
-}
+use super::host::{Host, HostSettings};
+use super::http::{Download, Http, Target};
+use crate::desired::{DesiredState, Digest, Repository};
 
 /// Timeouts and retries, the same for every host.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Longest wait for one request (a manifest, a tag page) and for any read during a blob
-    /// transfer.
+    /// Longest wait for one request (a manifest, a tag page) and for each next piece of a
+    /// blob being transferred.
     pub timeout: Duration,
-    /// Retries after a transient failure (5xx, 429, connection error, timeout).
+    /// Retries after a transient failure (5xx, 429, a dropped connection, one that could not be
+    /// made).
     pub retries: u32,
     /// First backoff delay; it doubles with each retry, with jitter.
     pub backoff: Duration,
@@ -55,51 +55,38 @@ impl Default for Options {
     }
 }
 
-/// Per-host state.
-struct Host {
-    name: String,
-    settings: HostSettings,
-    permits: Arc<Semaphore>,
-    /// Earliest start of the next request, when requestsPerSecond is set.
-    next_start: tokio::sync::Mutex<Instant>,
-    credential: OnceCell<Result<Credential, String>>,
+/// Whether a failed request may be sent again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// After a transient failure, up to `Options::retries` times.
+    Transient,
+    /// Never: its body can be sent only once.
+    Never,
 }
 
-impl Host {
-    async fn pace(&self) {
-        let Some(rps) = self.settings.limits.requests_per_second else {
-            return;
-        };
-        let interval = Duration::from_secs_f64(1.0 / rps);
-        let start = {
-            let mut next = self.next_start.lock().await;
-            let start = (*next).max(Instant::now());
-            *next = start + interval;
-            start
-        };
-        tokio::time::sleep_until(start).await;
-    }
-}
-
-/// The registry client shared by a whole pass.
-pub struct RegistryClient {
-    oci: oci_client::Client,
-    /// Streamed uploads and deletes, which oci-client does not offer.
-    http: super::http::Http,
-    settings: HashMap<String, HostSettings>,
+/// What every pass shares.
+struct Shared {
+    http: Http,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
-    /// (registry, repository, operation) pairs oci-client has been authenticated for.
-    authenticated: Mutex<HashSet<(String, String, bool)>>,
-    /// The TLS settings oci-client was given, for the signature client built from them.
-    tls: (Vec<String>, Vec<Certificate>),
-    pub options: Options,
+    /// Plain-HTTP hosts and extra CA certificates (PEM), for sigstore's client.
+    insecure: Vec<String>,
+    certificates: Vec<Vec<u8>>,
+    options: Options,
+}
+
+/// The registry client of a pass.
+pub struct RegistryClient {
+    shared: Arc<Shared>,
+    /// This pass's breaker per host; `None` for a client no pass owns.
+    breakers: Option<Mutex<HashMap<String, Arc<Breaker>>>>,
 }
 
 impl RegistryClient {
     /// A client for the hosts described by the desired state; `root` is the desired-state
-    /// folder, against which `caFile` paths are resolved.
+    /// folder, against which `caFile` paths are resolved. It belongs to no pass: see
+    /// [`RegistryClient::for_pass`].
     pub fn new(state: &DesiredState, root: Option<PathBuf>, options: Options) -> anyhow::Result<Self> {
-        let mut settings = HashMap::new();
+        let mut hosts = HashMap::new();
         let mut insecure = Vec::new();
         let mut certificates = Vec::new();
         for registry in state.registries.values() {
@@ -111,161 +98,132 @@ impl RegistryClient {
                 let data = std::fs::read(&path).map_err(|e| {
                     anyhow::anyhow!("reading caFile {} of Registry {}: {e}", path.display(), registry.host)
                 })?;
-                certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
+                certificates.push(data);
             }
-            settings.insert(
-                registry.host.clone(),
-                HostSettings {
-                    insecure: registry.insecure,
-                    credentials: registry.credentials.clone(),
-                    limits: registry.limits.clone(),
-                },
-            );
+            let settings = HostSettings {
+                insecure: registry.insecure,
+                credentials: registry.credentials.clone(),
+                limits: registry.limits.clone(),
+            };
+            let host = Host::new(&registry.host, settings).map_err(anyhow::Error::msg)?;
+            hosts.insert(registry.host.clone(), Arc::new(host));
         }
-        // Timeouts are set per request: a blob upload gets time in proportion to its size.
+        // Time limits are set per request: a blob upload gets time in proportion to its size.
         let mut http = reqwest::Client::builder()
             .connect_timeout(options.timeout)
             .user_agent(concat!("lifeboat/", env!("CARGO_PKG_VERSION")));
-        for c in &certificates {
+        for pem in &certificates {
             http = http.add_root_certificate(
-                reqwest::Certificate::from_pem(&c.data).map_err(|e| anyhow::anyhow!("reading a caFile: {e}"))?,
+                reqwest::Certificate::from_pem(pem).map_err(|e| anyhow::anyhow!("reading a caFile: {e}"))?,
             );
         }
-        let tls = (insecure.clone(), certificates.clone());
-        let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(insecure),
-            extra_root_certificates: certificates,
-            read_timeout: Some(options.timeout),
-            connect_timeout: Some(options.timeout),
-            user_agent: concat!("lifeboat/", env!("CARGO_PKG_VERSION")),
-            // Indexes are copied whole, never resolved to one platform.
-            platform_resolver: None,
-            ..ClientConfig::default()
-        };
-        Ok(RegistryClient {
-            oci: oci_client::Client::new(config),
-            http: super::http::Http::new(http.build()?, options.timeout),
-            settings,
-            hosts: Mutex::new(HashMap::new()),
-            authenticated: Mutex::new(HashSet::new()),
-            tls,
+        let shared = Shared {
+            http: Http::new(http.build()?, options.timeout),
+            hosts: Mutex::new(hosts),
+            insecure,
+            certificates,
             options,
-        })
+        };
+        Ok(RegistryClient { shared: Arc::new(shared), breakers: None })
+    }
+
+    /// A client for one pass: the same connections, credentials, tokens and host limits, and
+    /// breakers of its own, all closed.
+    pub fn for_pass(&self) -> RegistryClient {
+        RegistryClient { shared: self.shared.clone(), breakers: Some(Mutex::new(HashMap::new())) }
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.shared.options
     }
 
     fn host(&self, name: &str) -> Arc<Host> {
-        let mut hosts = self.hosts.lock().expect("host table lock");
-        hosts
-            .entry(name.to_string())
-            .or_insert_with(|| {
-                let settings = self.settings.get(name).cloned().unwrap_or_default();
-                Arc::new(Host {
-                    name: name.to_string(),
-                    permits: Arc::new(Semaphore::new(settings.limits.concurrency.max(1) as usize)),
-                    next_start: tokio::sync::Mutex::new(Instant::now()),
-                    settings,
-                    credential: OnceCell::new(),
-                })
-            })
-            .clone()
+        let mut hosts = self.shared.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        hosts.entry(name.to_string()).or_insert_with(|| Arc::new(Host::undescribed(name))).clone()
     }
 
-    async fn credential(&self, host: &Host) -> Result<Credential, RegistryError> {
-        let result = host
-            .credential
-            .get_or_init(|| async {
-                let found = match &host.settings.credentials {
-                    None => Ok(Credential::Anonymous),
-                    Some(Credentials::DockerConfig(path)) => {
-                        auth::from_docker_config(std::path::Path::new(path), &host.name).await
-                    }
-                    Some(Credentials::Helper(helper)) => auth::from_helper(helper, &host.name).await,
-                };
-                found.map_err(|e| format!("{e:#}"))
-            })
-            .await;
-        result.clone().map_err(|message| {
-            RegistryError::new(ErrorKind::Unauthorized, format!("credentials for {}", host.name), message)
-        })
+    /// This pass's breaker for `host`, when the client belongs to a pass.
+    fn breaker(&self, host: &str) -> Option<Arc<Breaker>> {
+        let breakers = self.breakers.as_ref()?;
+        let mut breakers = breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        let tries = self.shared.options.retries.saturating_add(1);
+        Some(breakers.entry(host.to_string()).or_insert_with(|| Arc::new(Breaker::new(tries))).clone())
     }
 
-    /// Makes sure oci-client holds credentials (and, for token registries, a token with the
-    /// right scope) for `reference` before a call that does not take credentials itself.
-    async fn authenticate(&self, reference: &Reference, push: bool) -> Result<(), RegistryError> {
-        let key = (reference.registry().to_string(), reference.repository().to_string(), push);
-        if self.authenticated.lock().expect("auth lock").contains(&key) {
-            return Ok(());
-        }
-        let host = self.host(reference.registry());
-        let credential = self.credential(&host).await?.to_oci();
-        let operation = if push { RegistryOperation::Push } else { RegistryOperation::Pull };
-        let what = format!("authenticating to {} for {}", reference.registry(), reference.repository());
-        self.run(
-            &host,
-            || what.clone(),
-            Some(self.options.timeout),
-            || async { self.oci.auth(reference, &credential, operation).await.map_err(Failure::from) },
-        )
-        .await?;
-        self.authenticated.lock().expect("auth lock").insert(key);
-        Ok(())
-    }
-
-    /// Runs one request against `host` within its limits, retrying transient failures with
-    /// exponential backoff and jitter.
+    /// Runs `request` against `hosts` (one, or the two ends of a copy): within each host's
+    /// concurrency (permits taken in one order, so two copies in opposite directions cannot
+    /// deadlock) and pacing, retrying transient failures with backoff, and failing at once,
+    /// while waiting too, once one host's breaker is open.
     async fn run<T, F, Fut>(
         &self,
-        host: &Host,
+        hosts: &[&str],
         operation: impl Fn() -> String,
-        timeout: Option<Duration>,
+        retry: Retry,
         mut request: F,
     ) -> Result<T, RegistryError>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, Failure>>,
+        Fut: Future<Output = Result<T, RegistryError>>,
     {
+        let mut names = hosts.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        let hosts: Vec<Arc<Host>> = names.iter().map(|name| self.host(name)).collect();
+        let breakers: Vec<Arc<Breaker>> = names.iter().filter_map(|name| self.breaker(name)).collect();
+        let open = |reason: String| RegistryError::new(ErrorKind::Transient, operation(), reason);
         let mut attempt = 0;
         loop {
-            let permit = host.permits.acquire().await.expect("the semaphore is never closed");
-            host.pace().await;
-            let outcome = match timeout {
-                Some(limit) => tokio::time::timeout(limit, request()).await.ok(),
-                None => Some(request().await),
+            if let Some(reason) = breakers.iter().find_map(|b| b.reason()) {
+                return Err(open(reason));
+            }
+            let tried = until_open(&breakers, async {
+                let mut permits = Vec::with_capacity(hosts.len());
+                for host in &hosts {
+                    permits.push(host.permits.acquire().await.expect("host semaphores are never closed"));
+                }
+                for host in &hosts {
+                    host.pace().await;
+                }
+                (tokio::time::Instant::now(), request().await)
+            })
+            .await;
+            let (sent, error) = match tried {
+                Err(reason) => return Err(open(reason)),
+                Ok((_, Ok(value))) => {
+                    breakers.iter().for_each(|b| b.answered());
+                    return Ok(value);
+                }
+                Ok((sent, Err(error))) => (sent, error),
             };
-            drop(permit);
-            let error = match outcome {
-                Some(Ok(value)) => return Ok(value),
-                Some(Err(Failure::Oci(e))) => RegistryError::from_oci(operation(), &host.name, e),
-                Some(Err(Failure::Registry(e))) => e,
-                None => RegistryError::new(
-                    ErrorKind::Transient,
-                    operation(),
-                    format!(
-                        "{} did not answer within {}",
-                        host.name,
-                        humantime::format_duration(timeout.unwrap_or_default())
-                    ),
-                ),
-            };
-            if error.kind != ErrorKind::Transient || attempt >= self.options.retries {
+            // An error the host sent is an answer too (for a copy, which end sent it is not known).
+            if error.silence.is_none() && breakers.len() == 1 {
+                breakers.iter().for_each(|b| b.answered());
+            }
+            let silenced =
+                error.silence.as_ref().is_some_and(|s| self.breaker(s.host()).is_some_and(|b| b.record(&error, sent)));
+            if silenced || !error.kind.retryable() || retry == Retry::Never || attempt >= self.shared.options.retries {
                 return Err(error);
             }
             attempt += 1;
             tracing::debug!(operation = %operation(), attempt, error = %error.message, "retrying");
-            tokio::time::sleep(crate::retry::backoff(self.options.backoff, attempt, error.retry_after)).await;
+            let wait = crate::retry::backoff(self.shared.options.backoff, attempt, error.retry_after);
+            if let Err(reason) = until_open(&breakers, tokio::time::sleep(wait)).await {
+                return Err(open(reason));
+            }
         }
     }
 
-    /// Where and how Lifeboat's own requests reach `repository`.
-    async fn http_target(&self, host: &Host, repository: &Repository) -> Result<super::http::Target, RegistryError> {
-        Ok(super::http::Target {
+    /// Where and how Lifeboat's requests reach `repository`.
+    async fn target(&self, repository: &Repository) -> Result<Target, RegistryError> {
+        let host = self.host(&repository.host);
+        Ok(Target {
             repository: repository.clone(),
             insecure: host.settings.insecure,
-            credential: self.credential(host).await?,
+            credential: host.credential().await?,
         })
     }
 
-    /// Runs one of Lifeboat's own requests against `repository`, within its host's limits.
+    /// Runs one request against `repository`'s host, retried when transient.
     async fn send_http<T, F, Fut>(
         &self,
         repository: &Repository,
@@ -273,16 +231,11 @@ impl RegistryClient {
         request: F,
     ) -> Result<T, RegistryError>
     where
-        F: Fn(super::http::Target) -> Fut,
+        F: Fn(Target) -> Fut,
         Fut: Future<Output = Result<T, RegistryError>>,
     {
-        let host = self.host(&repository.host);
-        let target = self.http_target(&host, repository).await?;
-        self.run(&host, operation, None, || {
-            let pending = request(target.clone());
-            async move { pending.await.map_err(Failure::from) }
-        })
-        .await
+        let target = self.target(repository).await?;
+        self.run(&[&repository.host], operation, Retry::Transient, || request(target.clone())).await
     }
 
     /// The digest `reference` (a tag or a digest) points at, or `None` when it does not exist.
@@ -291,10 +244,11 @@ impl RegistryClient {
         repository: &Repository,
         reference: &str,
     ) -> Result<Option<Digest>, RegistryError> {
+        let http = &self.shared.http;
         self.send_http(
             repository,
             || format!("looking up {repository}:{reference}"),
-            |t| async move { self.http.manifest_digest(&t, reference).await },
+            |t| async move { http.manifest_digest(&t, reference).await },
         )
         .await
     }
@@ -305,11 +259,12 @@ impl RegistryClient {
         repository: &Repository,
         reference: &str,
     ) -> Result<Option<(Bytes, Digest)>, RegistryError> {
+        let http = &self.shared.http;
         let found = self
             .send_http(
                 repository,
                 || format!("reading manifest {repository}:{reference}"),
-                |t| async move { self.http.manifest(&t, reference).await },
+                |t| async move { http.manifest(&t, reference).await },
             )
             .await?;
         let Some((bytes, digest)) = found else {
@@ -325,114 +280,82 @@ impl RegistryClient {
         Ok(Some((bytes, digest)))
     }
 
-    /// A small blob read whole and checked against its digest, or `None`.
+    /// A small blob read whole and checked against its digest, or `None`; larger than `limit`
+    /// bytes is an error.
     pub async fn small_blob(
         &self,
         repository: &Repository,
         digest: &Digest,
-        limit: u64,
+        limit: usize,
     ) -> Result<Option<Bytes>, RegistryError> {
+        let http = &self.shared.http;
         self.send_http(
             repository,
             || format!("reading blob {digest} of {repository}"),
-            |t| async move { self.http.small_blob(&t, digest, limit).await },
+            |t| async move { http.small_blob(&t, digest, limit).await },
         )
         .await
     }
 
     /// The OCI referrers index of `digest`, or `None` when the registry has no referrers API.
     pub async fn referrers(&self, repository: &Repository, digest: &Digest) -> Result<Option<Bytes>, RegistryError> {
+        let http = &self.shared.http;
         self.send_http(
             repository,
             || format!("listing referrers of {repository}@{digest}"),
-            |t| async move { self.http.referrers(&t, digest).await },
+            |t| async move { http.referrers(&t, digest).await },
         )
         .await
     }
 
-    /// Settings and credentials for sigstore's own registry client, which reads keyless
-    /// signatures for verification, and a permit within the host's limits to hold meanwhile.
-    pub(super) async fn sigstore_access(
-        &self,
-        host: &str,
-    ) -> Result<
-        (sigstore::registry::ClientConfig, sigstore::registry::Auth, tokio::sync::OwnedSemaphorePermit),
-        RegistryError,
-    > {
-        let host = self.host(host);
-        let auth = sigstore::registry::Auth::from(&self.credential(&host).await?.to_oci());
-        let config = sigstore::registry::ClientConfig {
-            protocol: sigstore::registry::ClientProtocol::HttpsExcept(self.tls.0.clone()),
-            extra_root_certificates: self
-                .tls
-                .1
-                .iter()
-                .map(|c| sigstore::registry::Certificate {
-                    encoding: sigstore::registry::CertificateEncoding::Pem,
-                    data: c.data.clone(),
-                })
-                .collect(),
-            ..Default::default()
-        };
-        host.pace().await;
-        let permit = host.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
-        Ok((config, auth, permit))
-    }
-
     /// Every tag of a repository, following pagination; `None` when it does not exist.
     pub async fn list_tags(&self, repository: &Repository) -> Result<Option<Vec<String>>, RegistryError> {
+        let http = &self.shared.http;
         self.send_http(
             repository,
             || format!("listing tags of {repository}"),
-            |t| async move { self.http.list_tags(&t).await },
+            |t| async move { http.list_tags(&t).await },
         )
         .await
     }
 
     pub async fn blob_exists(&self, repository: &Repository, digest: &Digest) -> Result<bool, RegistryError> {
-        let image = oci_reference(repository, digest.as_str());
-        self.authenticate(&image, false).await?;
-        let host = self.host(&repository.host);
-        self.run(
-            &host,
+        let http = &self.shared.http;
+        self.send_http(
+            repository,
             || format!("checking blob {digest} in {repository}"),
-            Some(self.options.timeout),
-            || async { self.oci.blob_exists(&image, digest.as_str()).await.map_err(Failure::from) },
+            |t| async move { http.blob_exists(&t, digest).await },
         )
         .await
     }
 
     /// Mounts a blob from another repository of the same registry. `false` when the registry
-    /// declined (it may then expect an upload), so the caller copies instead.
+    /// declined or refused, so the caller copies instead.
     pub async fn mount_blob(
         &self,
         target: &Repository,
         from: &Repository,
         digest: &Digest,
     ) -> Result<bool, RegistryError> {
-        let image = oci_reference(target, "latest");
-        let source = oci_reference(from, "latest");
-        self.authenticate(&image, true).await?;
-        let host = self.host(&target.host);
+        let http = &self.shared.http;
         let mounted = self
-            .run(
-                &host,
+            .send_http(
+                target,
                 || format!("mounting blob {digest} into {target}"),
-                Some(self.options.timeout),
-                || async { self.oci.mount_blob(&image, &source, digest.as_str()).await.map_err(Failure::from) },
+                |t| async move { http.mount_blob(&t, from, digest).await },
             )
             .await;
         match mounted {
-            Ok(()) => Ok(true),
             // A token registry may refuse the mount (the token does not cover the source
             // repository): copying instead works.
             Err(e) if !e.kind.retryable() => Ok(false),
-            Err(e) => Err(e),
+            other => other,
         }
     }
 
-    /// Streams one blob from `source` to `target`, never holding it in memory. The target
-    /// registry checks the digest.
+    /// Streams one blob from `source` to `target`, never holding it in memory; the target
+    /// registry checks the digest. Either end failing fails the copy, naming that end: a
+    /// source that stops sending is the source's failure, not the target's.
     pub async fn copy_blob(
         &self,
         source: &Repository,
@@ -440,50 +363,23 @@ impl RegistryClient {
         digest: &Digest,
         size: u64,
     ) -> Result<(), RegistryError> {
-        let from = oci_reference(source, digest.as_str());
-        self.authenticate(&from, false).await?;
-        let source_host = self.host(&source.host);
-        let target_host = self.host(&target.host);
-        let to = self.http_target(&target_host, target).await?;
+        let (from, to) = (self.target(source).await?, self.target(target).await?);
+        let http = &self.shared.http;
+        let chunk = self.shared.options.chunk_size;
         let operation = || format!("copying blob {digest} ({}) from {source} to {target}", bytesize::ByteSize(size));
-        // One permit on each side for the whole transfer.
-        let mut attempt = 0;
-        loop {
-            let result = async {
-                let _source_permit = source_host.permits.acquire().await.expect("open semaphore");
-                source_host.pace().await;
-                // Asked as the range `0-`, so oci-client does not hash every byte on the way
-                // through: the target registry verifies the digest of what it receives, so
-                // a corrupt download is still refused, and a core is left for copying.
-                let stream = match self
-                    .oci
-                    .pull_blob_stream_partial(&from, digest.as_str(), 0, None)
-                    .await
-                    .map_err(|e| RegistryError::from_oci(operation(), &source.host, e))?
-                {
-                    oci_client::client::BlobResponse::Full(s) | oci_client::client::BlobResponse::Partial(s) => s,
-                };
-                let length = stream.content_length.filter(|l| *l > 0).unwrap_or(size);
-                // One permit per host: a copy within one registry (a backup) takes only one, so
-                // `concurrency: 1` cannot deadlock.
-                let _target_permit = match source.host == target.host {
-                    true => None,
-                    false => Some(target_host.permits.acquire().await.expect("open semaphore")),
-                };
-                target_host.pace().await;
-                self.http.upload_blob(&to, digest, length, stream.stream, self.options.chunk_size).await
-            }
-            .await;
-            match result {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind == ErrorKind::Transient && attempt < self.options.retries => {
-                    attempt += 1;
-                    tracing::debug!(operation = %operation(), attempt, error = %e.message, "retrying");
-                    tokio::time::sleep(crate::retry::backoff(self.options.backoff, attempt, e.retry_after)).await;
+        // One permit on each host for the whole transfer (one only for a copy within a host).
+        self.run(&[&source.host, &target.host], operation, Retry::Transient, || {
+            let (from, to) = (&from, &to);
+            async move {
+                let Download { length, stream, broke_off } = http.blob_stream(from, digest).await?;
+                let length = length.filter(|l| *l > 0).unwrap_or(size);
+                match http.upload_blob(to, digest, length, stream, chunk).await {
+                    Ok(()) => Ok(()),
+                    Err(upload) => Err(broke_off.get().unwrap_or(upload)),
                 }
-                Err(e) => return Err(e),
             }
-        }
+        })
+        .await
     }
 
     /// Opens a blob for reading as a stream of chunks, never holding it in memory; the caller
@@ -494,24 +390,19 @@ impl RegistryClient {
         repository: &Repository,
         digest: &Digest,
     ) -> Result<futures_util::stream::BoxStream<'static, Result<Bytes, std::io::Error>>, RegistryError> {
-        let from = oci_reference(repository, digest.as_str());
-        self.authenticate(&from, false).await?;
-        let host = self.host(&repository.host);
-        let response = self
-            .run(
-                &host,
+        let http = &self.shared.http;
+        let download = self
+            .send_http(
+                repository,
                 || format!("reading blob {digest} of {repository}"),
-                Some(self.options.timeout),
-                || async {
-                    self.oci.pull_blob_stream_partial(&from, digest.as_str(), 0, None).await.map_err(Failure::from)
-                },
+                |t| async move { http.blob_stream(&t, digest).await },
             )
             .await?;
-        let (oci_client::client::BlobResponse::Full(s) | oci_client::client::BlobResponse::Partial(s)) = response;
-        Ok(s.stream)
+        Ok(download.stream)
     }
 
-    /// Uploads a blob from a stream of chunks; the registry verifies the digest.
+    /// Uploads a blob from a stream of chunks; the registry verifies the digest. Not retried:
+    /// the stream can be read only once.
     pub async fn upload_blob<S>(
         &self,
         repository: &Repository,
@@ -522,11 +413,21 @@ impl RegistryClient {
     where
         S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     {
-        let host = self.host(&repository.host);
-        let to = self.http_target(&host, repository).await?;
-        let _permit = host.permits.acquire().await.expect("open semaphore");
-        host.pace().await;
-        self.http.upload_blob(&to, digest, size, body, self.options.chunk_size).await
+        let to = self.target(repository).await?;
+        let http = &self.shared.http;
+        let chunk = self.shared.options.chunk_size;
+        let mut body = Some(body);
+        let operation = || format!("uploading blob {digest} to {repository}");
+        self.run(&[&repository.host], operation, Retry::Never, || {
+            let (to, body) = (&to, body.take());
+            async move {
+                let body = body.ok_or_else(|| {
+                    RegistryError::new(ErrorKind::Permanent, operation(), "the blob's bytes were already sent")
+                })?;
+                http.upload_blob(to, digest, size, body, chunk).await
+            }
+        })
+        .await
     }
 
     /// Pushes manifest bytes under `reference` (a tag, or the manifest's own digest).
@@ -537,87 +438,92 @@ impl RegistryClient {
         bytes: &Bytes,
         media_type: &str,
     ) -> Result<(), RegistryError> {
-        let image = oci_reference(repository, reference);
-        self.authenticate(&image, true).await?;
         let content_type = reqwest::header::HeaderValue::from_str(media_type).map_err(|_| {
             RegistryError::new(
                 ErrorKind::Permanent,
-                format!("pushing manifest {image}"),
+                format!("pushing manifest {repository}:{reference}"),
                 format!("invalid media type {media_type}"),
             )
         })?;
-        let host = self.host(&repository.host);
-        self.run(
-            &host,
-            || format!("pushing manifest {image}"),
-            Some(self.options.timeout),
-            || async {
-                self.oci.push_manifest_raw(&image, bytes.clone(), content_type.clone()).await.map_err(Failure::from)
-            },
+        let (http, content_type) = (&self.shared.http, &content_type);
+        self.send_http(
+            repository,
+            || format!("pushing manifest {repository}:{reference}"),
+            |t| async move { http.push_manifest(&t, reference, bytes, content_type).await },
         )
         .await
-        .map(|_| ())
     }
 
     /// Deletes a manifest by digest (Distribution removes every tag pointing at it).
     pub async fn delete_manifest(&self, repository: &Repository, digest: &Digest) -> Result<(), RegistryError> {
+        let http = &self.shared.http;
         self.send_http(
             repository,
             || format!("deleting {repository}@{digest}"),
-            |t| async move { self.http.delete_manifest(&t, digest).await },
+            |t| async move { http.delete_manifest(&t, digest).await },
+        )
+        .await
+    }
+
+    /// Runs `read` — sigstore's own registry client reading keyless signatures of a repository
+    /// on `host` — with that client's settings and credentials, inside [`RegistryClient::run`]
+    /// (once, within `limit`): limits and the breaker hold for it too.
+    pub(super) async fn with_sigstore<T, F, Fut>(
+        &self,
+        host: &str,
+        operation: &str,
+        limit: Duration,
+        read: F,
+    ) -> Result<T, RegistryError>
+    where
+        F: FnOnce(sigstore::registry::ClientConfig, sigstore::registry::Auth) -> Fut,
+        Fut: Future<Output = Result<T, RegistryError>>,
+    {
+        let auth = sigstore::registry::Auth::from(&self.host(host).credential().await?.to_oci());
+        let config = sigstore::registry::ClientConfig {
+            protocol: sigstore::registry::ClientProtocol::HttpsExcept(self.shared.insecure.clone()),
+            extra_root_certificates: self
+                .shared
+                .certificates
+                .iter()
+                .map(|pem| sigstore::registry::Certificate {
+                    encoding: sigstore::registry::CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let mut read = Some((read, config, auth));
+        self.run(
+            &[host],
+            || operation.to_string(),
+            Retry::Never,
+            || {
+                let once = read.take();
+                async move {
+                    let (read, config, auth) = once.ok_or_else(|| {
+                        RegistryError::new(ErrorKind::Permanent, operation, "sigstore's read runs only once")
+                    })?;
+                    match tokio::time::timeout(limit, read(config, auth)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(RegistryError::timed_out(operation, host, host, limit)),
+                    }
+                }
+            },
         )
         .await
     }
 }
 
-/// A failed request, from oci-client or from Lifeboat's own requests.
-enum Failure {
-    Oci(OciDistributionError),
-    Registry(RegistryError),
-}
-
-impl From<OciDistributionError> for Failure {
-    fn from(e: OciDistributionError) -> Self {
-        Failure::Oci(e)
+/// Runs `work` unless, or until, one of `breakers` opens: then its reason.
+async fn until_open<T>(breakers: &[Arc<Breaker>], work: impl Future<Output = T>) -> Result<T, String> {
+    if breakers.is_empty() {
+        return Ok(work.await);
     }
-}
-
-impl From<RegistryError> for Failure {
-    fn from(e: RegistryError) -> Self {
-        Failure::Registry(e)
-    }
-}
-
-/// An oci-client reference: a tag, or a digest when `reference` contains `:`.
-pub fn oci_reference(repository: &Repository, reference: &str) -> Reference {
-    if reference.contains(':') {
-        Reference::with_digest(repository.host.clone(), repository.path.clone(), reference.to_string())
-    } else {
-        Reference::with_tag(repository.host.clone(), repository.path.clone(), reference.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn requests_are_paced_to_the_rate_limit() {
-        let host = Host {
-            name: "r.example".into(),
-            settings: HostSettings {
-                limits: Limits { requests_per_second: Some(10.0), concurrency: 8 },
-                ..HostSettings::default()
-            },
-            permits: Arc::new(Semaphore::new(8)),
-            next_start: tokio::sync::Mutex::new(Instant::now()),
-            credential: OnceCell::new(),
-        };
-        let start = Instant::now();
-        for _ in 0..5 {
-            host.pace().await;
-        }
-        // The first request starts at once, each next one 100 ms later.
-        assert_eq!(start.elapsed(), Duration::from_millis(400));
+    let opened = futures_util::future::select_all(breakers.iter().map(|b| Box::pin(b.opened())));
+    tokio::select! {
+        biased;
+        value = work => Ok(value),
+        (reason, _, _) = opened => Err(reason),
     }
 }

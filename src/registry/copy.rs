@@ -48,9 +48,9 @@ impl CopyReport {
     }
 }
 
-/// Blobs placed in a target registry during a pass, and the repository holding each: the
-/// source of cross-repository mounts for layers shared between images. A blob being copied is
-/// copied once; other images needing it wait for that copy and mount it.
+/// Blobs placed in a target registry, and the repository holding each: the source of
+/// cross-repository mounts for layers shared between images, kept from pass to pass. A blob
+/// being copied is copied once; other images needing it wait for that copy and mount it.
 #[derive(Debug, Default)]
 pub struct BlobLocations(Mutex<HashMap<BlobKey, Arc<OnceCell<Repository>>>>);
 
@@ -59,7 +59,12 @@ type BlobKey = (String, Digest);
 
 impl BlobLocations {
     fn cell(&self, host: &str, digest: &Digest) -> Arc<OnceCell<Repository>> {
-        self.0.lock().expect("blob table lock").entry((host.to_string(), digest.clone())).or_default().clone()
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((host.to_string(), digest.clone()))
+            .or_default()
+            .clone()
     }
 }
 
@@ -178,7 +183,15 @@ async fn copy_blob(
         report.blobs_copied = 1;
         report.bytes_copied = blob.size;
     } else if holder == *target {
-        report.blobs_present = 1;
+        // Copied here by another image of this pass, or by an earlier pass, since when it may
+        // have been deleted: the HEAD above did not find it.
+        if client.blob_exists(target, &blob.digest).await? {
+            report.blobs_present = 1;
+        } else {
+            client.copy_blob(&request.source, target, &blob.digest, blob.size).await?;
+            report.blobs_copied = 1;
+            report.bytes_copied = blob.size;
+        }
     } else if client.mount_blob(target, &holder, &blob.digest).await? {
         report.blobs_mounted = 1;
     } else {

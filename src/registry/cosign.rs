@@ -28,7 +28,7 @@ pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+js
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
 /// Payloads are a few hundred bytes; anything much larger is not a signature.
-const PAYLOAD_LIMIT: u64 = 256 << 10;
+const PAYLOAD_LIMIT: usize = 256 << 10;
 
 /// The tag under which cosign keeps what belongs to `digest`: `sha256-<hex>.<suffix>`, or
 /// the OCI referrers fallback tag `sha256-<hex>` for an empty suffix.
@@ -458,7 +458,7 @@ async fn certificates(
     repository: &Repository,
     digest: &Digest,
 ) -> Result<HashMap<(String, String), CertificateSignature>, RegistryError> {
-    let operation = format!("checking keyless signatures of {repository}@{digest}");
+    let operation = &format!("checking keyless signatures of {repository}@{digest}");
     let Some(root) = &policy.trust_root else {
         return Ok(HashMap::new());
     };
@@ -467,31 +467,28 @@ async fn certificates(
         rekor_keys: root.rekor.clone(),
         ctfe_keys: BTreeMap::new(),
     };
-    let (config, auth, _permit) = client.sigstore_access(&repository.host).await?;
-    let sigstore_error =
-        |e: sigstore::errors::SigstoreError| RegistryError::new(ErrorKind::Permanent, &operation, e.to_string());
-    let mut cosign = sigstore::cosign::ClientBuilder::default()
-        .with_oci_client_config(config)
-        .with_trust_repository(&manual)
-        .map_err(sigstore_error)?
-        .build()
-        .map_err(sigstore_error)?;
-    let reference = sigstore::registry::OciReference::with_digest(
-        repository.host.clone(),
-        repository.path.clone(),
-        digest.to_string(),
-    );
-    let limit = client.options.timeout * 4;
-    let layers = tokio::time::timeout(limit, cosign.trusted_signature_layers(&auth, &reference))
-        .await
-        .map_err(|_| {
-            RegistryError::new(
-                ErrorKind::Transient,
-                &operation,
-                format!("no answer within {}", humantime::format_duration(limit)),
-            )
-        })?
-        .map_err(|e| RegistryError::new(ErrorKind::Transient, &operation, e.to_string()))?;
+    let limit = client.options().timeout * 4;
+    let layers = client
+        .with_sigstore(&repository.host, operation, limit, |config, auth| async move {
+            let sigstore_error =
+                |e: sigstore::errors::SigstoreError| RegistryError::new(ErrorKind::Permanent, operation, e.to_string());
+            let mut cosign = sigstore::cosign::ClientBuilder::default()
+                .with_oci_client_config(config)
+                .with_trust_repository(&manual)
+                .map_err(sigstore_error)?
+                .build()
+                .map_err(sigstore_error)?;
+            let reference = sigstore::registry::OciReference::with_digest(
+                repository.host.clone(),
+                repository.path.clone(),
+                digest.to_string(),
+            );
+            cosign
+                .trusted_signature_layers(&auth, &reference)
+                .await
+                .map_err(|e| RegistryError::new(ErrorKind::Transient, operation, e.to_string()))
+        })
+        .await?;
     Ok(layers
         .into_iter()
         .filter_map(|l| {

@@ -1,22 +1,44 @@
 //! Registry failures: what was attempted, on which registry, and why, in words a person can
 //! act on, classified by the crate's one [`crate::error::Kind`] (re-exported here as
-//! [`ErrorKind`]).
+//! [`ErrorKind`]). Errors never carry credentials, request headers or URLs' query strings.
 
 use std::fmt;
+use std::time::Duration;
 
 pub use crate::error::Kind as ErrorKind;
-use crate::error::{kind_of_status, source_chain};
+use crate::error::source_chain;
 
-/// A registry operation that failed: what was attempted, on which registry, and why, in
-/// words a person can act on. Never carries credentials.
+/// A registry operation that failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct RegistryError {
     pub kind: ErrorKind,
-    /// `HEAD manifest registry.example/app:1.2`
+    /// `looking up registry.example/app:1.2`
     pub operation: String,
+    /// `registry.example did not answer within 30s`
     pub message: String,
     /// How long the registry asked to wait (`Retry-After`), when it said.
-    pub retry_after: Option<std::time::Duration>,
+    pub retry_after: Option<Duration>,
+    /// Set when a registry host gave no answer at all: what a pass's breaker counts.
+    pub silence: Option<Silence>,
+}
+
+/// A registry host that gave no answer. `host` is the registry whose breaker counts it: for a
+/// token service that did not answer, the registry it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Silence {
+    /// A request (or a wait for the next bytes of a transfer) got nothing within its time
+    /// limit.
+    TimedOut { host: String },
+    /// No connection could be made: refused, no route, a name that does not resolve.
+    Unreachable { host: String },
+}
+
+impl Silence {
+    pub fn host(&self) -> &str {
+        match self {
+            Silence::TimedOut { host } | Silence::Unreachable { host } => host,
+        }
+    }
 }
 
 impl fmt::Display for RegistryError {
@@ -27,69 +49,47 @@ impl fmt::Display for RegistryError {
 
 impl RegistryError {
     pub fn new(kind: ErrorKind, operation: impl Into<String>, message: impl Into<String>) -> Self {
-        RegistryError { kind, operation: operation.into(), message: message.into(), retry_after: None }
+        RegistryError { kind, operation: operation.into(), message: message.into(), retry_after: None, silence: None }
     }
 
-    /// Classifies an oci-client error. The message is rewritten without URLs' query strings
-    /// and never includes request headers, so no credential can leak through it.
-    pub fn from_oci(operation: impl Into<String>, host: &str, e: oci_client::errors::OciDistributionError) -> Self {
-        use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
-        let (kind, message) = match &e {
-            E::ImageManifestNotFoundError(_) => (ErrorKind::NotFound, "not found".to_string()),
-            E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => (
-                ErrorKind::Unauthorized,
-                format!("{host} refused the credentials: check the Registry's credentials for this host"),
-            ),
-            E::RegistryError { envelope, .. } => {
-                let codes: Vec<&C> = envelope.errors.iter().map(|e| &e.code).collect();
-                let text = envelope.errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; ");
-                let kind = if codes.iter().any(|c| {
-                    matches!(
-                        c,
-                        C::ManifestUnknown | C::BlobUnknown | C::NameUnknown | C::ManifestBlobUnknown | C::NotFound
-                    )
-                }) {
-                    ErrorKind::NotFound
-                } else if codes.iter().any(|c| matches!(c, C::Unauthorized | C::Denied)) {
-                    ErrorKind::Unauthorized
-                } else if codes.iter().any(|c| matches!(c, C::Toomanyrequests)) {
-                    ErrorKind::Transient
-                } else {
-                    ErrorKind::Permanent
-                };
-                (kind, format!("{host} answered: {text}"))
-            }
-            E::ServerError { code, message, .. } => {
-                let kind = kind_of_status(*code);
-                let detail = message.trim();
-                let detail = if detail.is_empty() { String::new() } else { format!(": {}", first_line(detail)) };
-                (kind, format!("{host} answered HTTP {code}{detail}"))
-            }
-            // oci-client turns some HTTP answers (a blob HEAD) into request errors with a status.
-            E::RequestError(r) if r.status().is_some() => {
-                let code = r.status().map_or(0, |s| s.as_u16());
-                (kind_of_status(code), format!("{host} answered HTTP {code}"))
-            }
-            E::RequestError(r) => return RegistryError::transport(operation, host, r),
-            E::IoError(io) => (ErrorKind::Transient, format!("I/O error with {host}: {io}")),
-            other => (ErrorKind::Permanent, first_line(&other.to_string()).to_string()),
-        };
-        RegistryError::new(kind, operation, message)
-    }
-
-    /// A request that got no answer: refused, reset, or timed out. Always transient.
-    pub fn transport(operation: impl Into<String>, host: &str, e: &reqwest::Error) -> Self {
-        let what = if e.is_timeout() {
-            "timed out"
+    /// A request that got no answer, always transient: `who` (how the message names the peer,
+    /// `127.0.0.1:5000` or `the token service auth.example of 127.0.0.1:5000`) timed out after
+    /// `limit`, could not be connected to, or dropped the connection. `host` is the registry
+    /// whose breaker a silence counts against.
+    pub fn transport(operation: impl Into<String>, who: &str, host: &str, e: &reqwest::Error, limit: Duration) -> Self {
+        let host = host.to_string();
+        let (message, silence) = if e.is_timeout() {
+            (format!("{who} did not answer within {}", humantime::format_duration(limit)), Silence::TimedOut { host })
         } else if e.is_connect() {
-            "could not connect"
+            (format!("could not connect to {who}: {}", cause(e)), Silence::Unreachable { host })
         } else {
-            "the connection failed"
+            let error = RegistryError::new(
+                ErrorKind::Transient,
+                operation,
+                format!("the connection to {who} failed: {}", source_chain(e)),
+            );
+            return error;
         };
-        RegistryError::new(ErrorKind::Transient, operation, format!("{what} talking to {host}: {}", source_chain(e)))
+        RegistryError { silence: Some(silence), ..RegistryError::new(ErrorKind::Transient, operation, message) }
+    }
+
+    /// `who` sent nothing within `limit`.
+    pub fn timed_out(operation: impl Into<String>, who: &str, host: &str, limit: Duration) -> Self {
+        RegistryError {
+            silence: Some(Silence::TimedOut { host: host.to_string() }),
+            ..RegistryError::new(
+                ErrorKind::Transient,
+                operation,
+                format!("{who} did not answer within {}", humantime::format_duration(limit)),
+            )
+        }
     }
 }
 
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or_default()
+/// What went wrong under reqwest's own "error sending request", which the message already says.
+fn cause(e: &reqwest::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(inner) => source_chain(inner),
+        None => source_chain(e),
+    }
 }

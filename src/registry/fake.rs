@@ -2,7 +2,7 @@
 //! can be taken down to simulate an outage.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::{CopyReport, CopyRequest, ErrorKind, Registry, RegistryError, Resolved, Signer, Verdict};
 use crate::desired::{Digest, Platforms, Repository};
@@ -22,9 +22,10 @@ struct Inner {
     signed: BTreeSet<Digest>,
 }
 
+/// Its passes share the stored content.
 #[derive(Debug, Default)]
 pub struct FakeRegistry {
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 impl FakeRegistry {
@@ -89,6 +90,10 @@ pub fn filtered_digest(digest: &Digest, platforms: &BTreeSet<String>) -> Digest 
 }
 
 impl Registry for FakeRegistry {
+    fn for_pass(&self) -> Self {
+        FakeRegistry { inner: self.inner.clone() }
+    }
+
     async fn list_tags(&self, repository: &Repository) -> Result<Option<Vec<String>>, RegistryError> {
         self.check_up(&repository.host, &format!("listing tags of {repository}"))?;
         Ok(self.lock().tags.get(&repository.to_string()).map(|t| t.keys().cloned().collect()))

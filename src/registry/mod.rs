@@ -1,21 +1,27 @@
-//! Registries: the only module that uses oci-client (and HTTP to registries at all).
+//! Registries: the only module that talks to them (HTTP, and the oci-client and sigstore
+//! crates).
 //!
 //! The rest of Lifeboat sees the small [`Registry`] trait: resolve a tag to a digest, list
 //! tags, copy an image, delete a manifest. [`OciRegistry`] implements it against real
-//! registries; `fake::FakeRegistry` holds state in memory for tests of the pipeline.
+//! registries; `fake::FakeRegistry` holds state in memory for tests of the pipeline. A pass
+//! starts with [`Registry::for_pass`], so that a host which stopped answering is given up on
+//! for the rest of that pass only (see `client`).
 
 pub mod auth;
+mod breaker;
 pub mod client;
 pub mod copy;
 pub mod cosign;
 pub mod error;
 #[cfg(test)]
 pub mod fake;
+mod host;
 mod http;
 pub mod manifest;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 pub use client::{Options, RegistryClient};
 pub use copy::{BlobLocations, CopyReport, CopyRequest};
@@ -55,6 +61,13 @@ impl Resolved {
 
 /// The registry operations the pipeline needs.
 pub trait Registry: Send + Sync {
+    /// The same registries for one pass: state that outlives passes (connections, credentials,
+    /// blob locations, stored content) is shared; what a pass learns about hosts that stopped
+    /// answering is its own.
+    fn for_pass(&self) -> Self
+    where
+        Self: Sized;
+
     /// Every tag of a repository, or `None` when the repository does not exist.
     fn list_tags(
         &self,
@@ -62,7 +75,7 @@ pub trait Registry: Send + Sync {
     ) -> impl Future<Output = Result<Option<Vec<String>>, RegistryError>> + Send;
 
     /// What `reference` (tag or digest) points at, or `None` when it does not exist. With
-    /// `read_manifest`, the manifest is read: the upstream digest of a filtered index, and
+    /// `read_source`, the manifest is read: the upstream digest of a filtered index, and
     /// the children of an index.
     fn resolve(
         &self,
@@ -109,25 +122,40 @@ pub trait Registry: Send + Sync {
     ) -> impl Future<Output = Result<(), RegistryError>> + Send;
 }
 
-/// Real registries through oci-client.
+/// Real registries.
 pub struct OciRegistry {
     pub client: RegistryClient,
+    shared: Arc<Shared>,
+    /// Hosts that answered that they have no referrers API: not asked again in this pass.
+    no_referrers_api: Mutex<HashSet<String>>,
+}
+
+/// What every pass of an [`OciRegistry`] shares besides the client.
+struct Shared {
     blobs: BlobLocations,
     /// Signature policy per MirrorSet that checks signatures.
     policies: BTreeMap<String, TrustPolicy>,
-    /// Hosts that answered that they have no referrers API: not asked again in this pass.
-    no_referrers_api: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl OciRegistry {
+    /// Registries for many passes, on `client` (which belongs to no pass): each pass should
+    /// start with [`Registry::for_pass`].
     pub fn new(client: RegistryClient, policies: BTreeMap<String, TrustPolicy>) -> Self {
-        OciRegistry { client, blobs: BlobLocations::default(), policies, no_referrers_api: Default::default() }
+        OciRegistry {
+            client,
+            shared: Arc::new(Shared { blobs: BlobLocations::default(), policies }),
+            no_referrers_api: Mutex::default(),
+        }
     }
-}
 
-impl OciRegistry {
+    /// The same registries for one pass, with breakers of its own (see `client`).
+    pub fn for_pass(&self) -> OciRegistry {
+        OciRegistry { client: self.client.for_pass(), shared: self.shared.clone(), no_referrers_api: Mutex::default() }
+    }
+
     /// The registries a desired state describes, whose files (keys, CA files) live in `root`,
-    /// with the signature policy of every MirrorSet that checks signatures.
+    /// with the signature policy of every MirrorSet that checks signatures. For many passes:
+    /// each should start with [`Registry::for_pass`].
     pub fn for_desired(state: &DesiredState, root: &std::path::Path, options: Options) -> anyhow::Result<Self> {
         let policies = cosign::policies(state, |file| Ok(std::fs::read(root.join(file))?))?;
         Ok(OciRegistry::new(RegistryClient::new(state, Some(root.to_path_buf()), options)?, policies))
@@ -135,11 +163,19 @@ impl OciRegistry {
 
     /// Whether MirrorSet `set` has a signature policy to check.
     pub fn checks_signatures(&self, set: &str) -> bool {
-        self.policies.contains_key(set)
+        self.shared.policies.contains_key(set)
+    }
+
+    fn lacks_referrers_api(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.no_referrers_api.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 impl Registry for OciRegistry {
+    fn for_pass(&self) -> Self {
+        OciRegistry::for_pass(self)
+    }
+
     async fn list_tags(&self, repository: &Repository) -> Result<Option<Vec<String>>, RegistryError> {
         self.client.list_tags(repository).await
     }
@@ -168,11 +204,11 @@ impl Registry for OciRegistry {
     }
 
     async fn copy(&self, request: &CopyRequest) -> Result<CopyReport, RegistryError> {
-        copy::copy_image(&self.client, &self.blobs, request).await
+        copy::copy_image(&self.client, &self.shared.blobs, request).await
     }
 
     async fn verify(&self, set: &str, repository: &Repository, digest: &Digest) -> Result<Verdict, RegistryError> {
-        match self.policies.get(set) {
+        match self.shared.policies.get(set) {
             Some(policy) => cosign::verify(&self.client, policy, repository, digest).await,
             None => Ok(Verdict::Rejected { reason: format!("MirrorSet {set} has no signature policy loaded") }),
         }
@@ -183,12 +219,12 @@ impl Registry for OciRegistry {
         repository: &Repository,
         digest: &Digest,
     ) -> Result<Option<Vec<serde_json::Value>>, RegistryError> {
-        if self.no_referrers_api.lock().expect("referrers lock").contains(&repository.host) {
+        if self.lacks_referrers_api().contains(&repository.host) {
             return Ok(None);
         }
         let Some(bytes) = self.client.referrers(repository, digest).await? else {
             // A registry with the API answers 200 even when nothing refers to the digest.
-            self.no_referrers_api.lock().expect("referrers lock").insert(repository.host.clone());
+            self.lacks_referrers_api().insert(repository.host.clone());
             return Ok(None);
         };
         let index: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {

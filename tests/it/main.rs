@@ -14,6 +14,7 @@ mod metric_names;
 mod mirror;
 mod nodeagent;
 mod noop;
+mod outage;
 mod prepull;
 mod restore;
 mod schema;
