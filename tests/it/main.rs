@@ -20,4 +20,5 @@ mod restore;
 mod schema;
 mod signatures;
 mod support;
+mod untrusted_registry;
 mod validate;

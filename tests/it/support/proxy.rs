@@ -1,8 +1,8 @@
 //! A fault-injecting HTTP proxy in front of a test registry. Either the first N requests get an
 //! error response of the chosen status and everything after is forwarded untouched
 //! ([`FaultProxy::start`]), or requests are forwarded until one matches a [`Rule`], which then
-//! answers in the registry's place: silence from then on, as a registry frozen by SIGSTOP gives
-//! ([`FaultProxy::with_rules`]).
+//! answers in the registry's place: a canned (hostile) response, a response that stalls midway,
+//! or silence from then on, as a registry frozen by SIGSTOP gives ([`FaultProxy::with_rules`]).
 //!
 //! Rules look at every request, including later ones on a kept-alive connection: the bytes the
 //! client sends are searched for each rule's pattern (a piece of a request line, such as
@@ -23,6 +23,11 @@ pub struct Rule {
 
 #[derive(Clone)]
 pub enum Action {
+    /// Answer with these bytes (a whole HTTP response) and close the connection.
+    Answer(Vec<u8>),
+    /// Send these bytes (a response head and part of its body), then nothing more, keeping the
+    /// connection open: a transfer that stalls.
+    Stall(Vec<u8>),
     /// Answer nothing from this request on, on every connection, open or new, while keeping
     /// them open: the registry froze.
     Freeze,
@@ -111,6 +116,14 @@ impl Shared {
     fn act(&self, rule: &Rule, request: &[u8], client: &mut TcpStream) {
         self.record(request);
         match &rule.action {
+            Action::Answer(bytes) => {
+                let _ = client.write_all(bytes);
+                let _ = client.shutdown(Shutdown::Both);
+            }
+            Action::Stall(bytes) => {
+                let _ = client.write_all(bytes);
+                hold(client);
+            }
             Action::Freeze => {
                 self.frozen.store(true, Ordering::SeqCst);
                 hold(client);
