@@ -344,7 +344,8 @@ pub async fn verify(
         let layer_digest: Digest = match layer.digest.parse() {
             Ok(d) => d,
             Err(_) => {
-                problems.push(format!("a signature layer has an invalid digest `{}`", layer.digest));
+                let named = super::error::quoted(&layer.digest);
+                problems.push(format!("a signature layer has an invalid digest {named}"));
                 continue;
             }
         };
@@ -380,7 +381,9 @@ fn check_layer(
         .map_err(|_| "a signature payload is not a cosign simple-signing document".to_string())?;
     let signed = &signing.critical.image.docker_manifest_digest;
     if signed != digest.as_str() {
-        let short = signed.split_once(':').map_or(signed.as_str(), |(_, h)| &h[..h.len().min(12)]);
+        let hex = signed.split_once(':').map_or(signed.as_str(), |(_, h)| h);
+        // Only what can be part of a digest is shown of what the payload says.
+        let short: String = hex.chars().filter(char::is_ascii_hexdigit).take(12).collect();
         return Err(format!(
             "a signature is for another digest ({short}), not {}: the tag moved after signing, or the signature was \
              copied from another image",
@@ -507,6 +510,25 @@ mod tests {
         let d: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
         assert_eq!(attached_tag(&d, "sig"), format!("sha256-{}.sig", "ab".repeat(32)));
         assert_eq!(attached_tag(&d, ""), format!("sha256-{}", "ab".repeat(32)));
+    }
+
+    /// Regression: a payload naming a digest with multi-byte characters was cut by bytes (a
+    /// panic).
+    #[test]
+    fn a_payload_for_a_strange_digest_is_a_reason_not_a_panic() {
+        let policy =
+            TrustPolicy { keys: Vec::new(), keyless: Vec::new(), trust_root: None, annotations: BTreeMap::new() };
+        let digest: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let layer = LayerDescriptor { media_type: None, digest: digest.to_string(), annotations: BTreeMap::new() };
+        // Byte 12 falls inside a character.
+        let signed = format!("sha256:x{}\u{1b}[2J", "€".repeat(40));
+        let payload = serde_json::json!({
+            "critical": {"identity": {"docker-reference": "x"}, "image": {"docker-manifest-digest": signed}, "type": "cosign container image signature"},
+            "optional": null
+        });
+        let reason = check_layer(&policy, &digest, &layer, payload.to_string().as_bytes(), None).unwrap_err();
+        assert!(reason.contains("is for another digest (2)"), "{reason}");
+        assert!(!reason.contains('\u{1b}'), "{reason}");
     }
 
     #[test]

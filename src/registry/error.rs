@@ -93,3 +93,11 @@ fn cause(e: &reqwest::Error) -> String {
         None => source_chain(e),
     }
 }
+
+/// Text a registry sent, for a message: quoted, with control characters escaped, and cut to
+/// 120 characters, so no answer can flood or garble a log, a status file or a terminal.
+pub(crate) fn quoted(text: &str) -> String {
+    let short: String = text.chars().take(120).collect();
+    let cut = if short.len() < text.len() { "…" } else { "" };
+    format!("{short:?}{cut}")
+}

@@ -129,7 +129,10 @@ fn descriptor(value: &Value, parent: &Digest) -> Result<Descriptor, String> {
         .and_then(Value::as_str)
         .ok_or_else(|| format!("manifest {parent} has a descriptor without digest"))?
         .parse()
-        .map_err(|e| format!("manifest {parent}: {e}"))?;
+        .map_err(|_: String| {
+            let text = value.get("digest").and_then(Value::as_str).unwrap_or_default();
+            format!("manifest {parent} names {}, which is not a digest", super::error::quoted(text))
+        })?;
     Ok(Descriptor {
         digest,
         size: value.get("size").and_then(Value::as_u64).unwrap_or(0),
@@ -181,6 +184,17 @@ mod tests {
         assert_eq!(only.children().unwrap().len(), 1);
         assert_eq!(only.source_digest(), Some(idx.digest.clone()));
         assert!(idx.filtered(&BTreeSet::from(["windows/amd64".to_string()])).is_err());
+    }
+
+    #[test]
+    fn a_descriptor_with_a_bogus_digest_is_named_briefly() {
+        let bogus = format!("sha256:{}\u{1b}[31m", "x".repeat(100_000));
+        let bytes =
+            Bytes::from(serde_json::json!({"schemaVersion": 2, "layers": [{"digest": bogus, "size": 1}]}).to_string());
+        let m = Manifest::parse(bytes.clone(), sha256(&bytes)).unwrap();
+        let error = m.blobs().unwrap_err();
+        assert!(error.contains("which is not a digest") && error.len() < 400, "{error}");
+        assert!(!error.contains('\u{1b}'), "{error}");
     }
 
     #[test]

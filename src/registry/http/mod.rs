@@ -22,7 +22,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 pub use blob::Download;
 
 use super::auth::Credential;
-use super::error::{ErrorKind, RegistryError};
+use super::error::{ErrorKind, RegistryError, quoted};
 use crate::desired::{Digest, Repository};
 
 /// The largest manifest Lifeboat reads: the OCI distribution spec's suggested limit for what
@@ -198,11 +198,11 @@ impl Http {
         };
         let header = response.headers().get("Docker-Content-Digest").map(|v| v.to_str().map(str::to_string));
         match header {
-            Some(Ok(d)) => d.parse().map(Some).map_err(|e: String| {
+            Some(Ok(d)) => d.parse().map(Some).map_err(|_: String| {
                 RegistryError::new(
                     ErrorKind::Permanent,
                     &operation,
-                    format!("{} sent a Docker-Content-Digest that is not a digest: {e}", target.host()),
+                    format!("{} sent a Docker-Content-Digest that is not a digest: {}", target.host(), quoted(&d)),
                 )
             }),
             Some(Err(_)) => Err(RegistryError::new(

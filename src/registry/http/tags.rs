@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashSet};
 use reqwest::StatusCode;
 
 use super::{Http, Target, Wait, pull_scope, status_error};
-use crate::registry::error::{ErrorKind, RegistryError};
+use crate::registry::error::{ErrorKind, RegistryError, quoted};
 
 /// The largest tag page read (a page of 1,000 tags is about 130 kB).
 const PAGE_LIMIT: usize = 4 << 20;
@@ -138,13 +138,6 @@ fn is_tag(name: &str) -> bool {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
     first_ok && name.len() <= 128 && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
-
-/// Text from the network, shortened and with control characters escaped, for a message.
-fn quoted(text: &str) -> String {
-    let short: String = text.chars().take(120).collect();
-    let ellipsis = if short.len() < text.len() { "…" } else { "" };
-    format!("{:?}{ellipsis}", short)
 }
 
 #[cfg(test)]
