@@ -146,6 +146,25 @@ fn a_killed_upstream_is_given_up_on_quickly() {
     assert!(mirror_tags(&world).is_empty(), "nothing was written");
 }
 
+/// A mirror paused (SIGSTOP) before the pass: after its first timeout nothing more waits on
+/// it, every tag is unknown and nothing is written.
+#[test]
+fn a_paused_mirror_is_given_up_on_after_one_timeout() {
+    let world = World::new();
+    push_tags(&world);
+    write_desired(&world, &world.upstream.host, &world.mirror.host, None);
+    world.mirror.pause();
+    let (code, applied, took) = apply(&world, &["--timeout", "5s"]);
+    world.mirror.resume();
+    assert!(took < Duration::from_secs(15), "took {took:?}: {applied:#}");
+    assert_eq!(code, 2, "{applied:#}");
+    for reason in unknown_notes(&applied) {
+        assert!(reason.contains(&format!("{} did not answer within 5s", world.mirror.host)), "{reason}");
+    }
+    assert_eq!(applied["outcomes"].as_array().map(Vec::len), Some(0), "nothing was attempted: {applied:#}");
+    assert!(mirror_tags(&world).is_empty());
+}
+
 /// Regression (issue: a mirror paused mid-pass cost 786 s for 20 tags): the mirror freezes at
 /// the first blob upload. Every copy fails within about two timeouts, naming the mirror.
 #[test]
