@@ -1,5 +1,6 @@
-//! Registries: the only module that talks to them (HTTP, and the oci-client and sigstore
-//! crates).
+//! Registries: the only module that talks to them, with its own HTTP requests (`http`) and
+//! sigstore's client for keyless signatures, and the only user of the sigstore and oci-client
+//! crates.
 //!
 //! The rest of Lifeboat sees the small [`Registry`] trait: resolve a tag to a digest, list
 //! tags, copy an image, delete a manifest. [`OciRegistry`] implements it against real
