@@ -268,7 +268,8 @@ pub fn restore(args: &RestoreArgs, output: Output) -> anyhow::Result<u8> {
             limits: desired::Limits::default(),
         },
     );
-    let client = RegistryClient::new(&state, None, super::registry_options(&args.registry))?;
+    // One restore is one pass: a registry that stops answering is given up on at once.
+    let client = RegistryClient::new(&state, None, super::registry_options(&args.registry))?.for_pass();
     let total = chain.iter().map(|c| c.metadata.blobs.stored_bytes).sum();
     let bar = progress_bar(Some(total), "restoring");
     let summary = rt.block_on(restore::restore(&client, &chain, &to, &|n| bar.inc(n)))?;

@@ -91,7 +91,7 @@ pub fn verify(args: &VerifyArgs, output: Output) -> anyhow::Result<u8> {
         });
         registry.insecure = true;
     }
-    let client = RegistryClient::new(&state, args.dir.clone(), super::registry_options(&args.registry))?;
+    let client = RegistryClient::new(&state, args.dir.clone(), super::registry_options(&args.registry))?.for_pass();
     let repository = &image.repository;
     let outcome: anyhow::Result<(crate::desired::Digest, Verdict)> = runtime()?.block_on(async {
         let digest = match &image.digest {

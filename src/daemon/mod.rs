@@ -533,7 +533,10 @@ impl Daemon {
     /// replica reads coverage for its metrics.
     async fn pre_pull(&mut self) {
         let Some(ctx) = &self.applied else { return };
-        let (state, registry, setup) = (&ctx.state, &*ctx.registry, &self.config.setup);
+        // Each poll's pre-pull is a pass of its own: a host that stops answering is given up on
+        // for this poll only.
+        let registry = &ctx.registry.for_pass();
+        let (state, setup) = (&ctx.state, &self.config.setup);
         let pass = async {
             if self.leads() {
                 reconcile::prepull::run(state, registry, setup.cluster(), &setup.render).await
