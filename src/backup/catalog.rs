@@ -23,6 +23,9 @@ use crate::desired::Compression;
 pub const RECORD_FORMAT: &str = "lifeboat-backup-record/v1";
 /// What a record's file name adds to its archive's name.
 pub const RECORD_SUFFIX: &str = ".lifeboat.json";
+/// The largest record read: a record lists the digest of every blob its archive stores (71
+/// bytes each), so this is room for several hundred thousand blobs.
+pub const RECORD_LIMIT: u64 = 64 << 20;
 /// What the name of a file still being written ends with.
 pub const PARTIAL_SUFFIX: &str = ".partial";
 /// How long an export's `.partial` files may go unwritten before they count as the leftovers of
@@ -131,10 +134,20 @@ impl Record {
         self.integrity.result == IntegrityResult::Pass
     }
 
-    /// Reads and checks a record, naming the file in every error.
+    /// Reads and checks a record, naming the file in every error. A file over [`RECORD_LIMIT`]
+    /// is refused unread past it.
     pub fn read(path: &Path) -> anyhow::Result<Record> {
+        use std::io::Read as _;
         let shown = path.display();
-        let bytes = std::fs::read(path).with_context(|| format!("reading backup record {shown}"))?;
+        let mut bytes = Vec::new();
+        File::open(path)
+            .and_then(|file| file.take(RECORD_LIMIT + 1).read_to_end(&mut bytes))
+            .with_context(|| format!("reading backup record {shown}"))?;
+        anyhow::ensure!(
+            bytes.len() as u64 <= RECORD_LIMIT,
+            "{shown} is larger than {} MiB, which no backup record is: move it out of the backup directory",
+            RECORD_LIMIT >> 20
+        );
         let value: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
             format!("{shown} is not a backup record (not JSON): restore it from a copy, or delete it to leave the archive unrecorded")
         })?;
@@ -362,7 +375,8 @@ impl Entry {
     pub fn size(&self) -> u64 {
         match self.record() {
             Some(record) => record.size,
-            None => self.files.iter().map(|f| f.size).sum(),
+            // Sparse files can claim any size: the sum saturates rather than overflows.
+            None => self.files.iter().fold(0u64, |sum, f| sum.saturating_add(f.size)),
         }
     }
 

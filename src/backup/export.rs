@@ -270,7 +270,8 @@ pub async fn write<W: Write + Send + 'static>(
             .collect(),
         blobs: metadata::Blobs {
             stored: contents.blobs.len() as u64,
-            stored_bytes: contents.blobs.values().map(|(_, s)| s).sum(),
+            // Sizes come from manifests: a sum that cannot be stored saturates.
+            stored_bytes: contents.blobs.values().fold(0u64, |sum, (_, size)| sum.saturating_add(*size)),
             in_base: header.in_base.clone(),
         },
     };

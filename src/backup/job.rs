@@ -1,7 +1,8 @@
 //! One export of a BackupPolicy, start to finish, for the command line and the daemon alike:
 //! select and read the images from the mirror, stream them into an archive (encrypted and
 //! split as the policy says), verify what was written, record it next to the archive, and
-//! apply the policy's retention. The archive only gets its final name once complete.
+//! apply the policy's retention. The archive only gets its final name once complete, and its
+//! name is its own: exports of one policy at once each write their own archive.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use anyhow::Context;
 
 use super::catalog::{self, Integrity, IntegrityCheck, IntegrityResult, Record};
 use super::export::{self, Contents, Header};
-use super::sink::{self, Identities, Sink};
+use super::sink::{self, Identities, Sink, Taken};
 use crate::desired::{BackupPolicy, DesiredState, Digest};
 use crate::registry::OciRegistry;
 use crate::registry::cosign::BlobSigner;
@@ -61,6 +62,46 @@ fn chain_blobs(dir: &Path, base: &str) -> anyhow::Result<BTreeSet<Digest>> {
     Ok(blobs)
 }
 
+/// How many names, one second apart, an export tries before giving up.
+const NAMES_TRIED: i64 = 600;
+
+/// Picks the archive's name and starts writing it. Names carry the time to the second; an
+/// export finding its name held (an archive or record of that second, or another export of the
+/// policy that chose the same second) takes the next second. So two exports at once, such as
+/// the daemon's scheduled one and one run by hand, each write an archive of their own: neither
+/// waits for the other, and neither can spoil the other's files.
+fn reserve(job: &Job, recipients: &[String]) -> anyhow::Result<(String, chrono::DateTime<chrono::Utc>, Sink)> {
+    let spec = &job.spec;
+    let first = chrono::Utc::now();
+    let recorded: BTreeSet<String> = catalog::scan(&job.destination)?.into_iter().map(|e| e.archive).collect();
+    let mut last_taken = None;
+    for offset in 0..NAMES_TRIED {
+        let created_at = first + chrono::Duration::seconds(offset);
+        let name = catalog::archive_name(&job.policy, created_at, spec.compression, !recipients.is_empty());
+        if recorded.contains(&name) {
+            continue;
+        }
+        let path = job.destination.join(&name);
+        match Sink::create(&path, recipients, spec.max_part_size.as_ref().map(|s| s.bytes())) {
+            Ok(sink) => return Ok((name, created_at, sink)),
+            Err(e) => match e.downcast::<Taken>() {
+                Ok(taken) => {
+                    tracing::debug!(archive = %path.display(), held_by = %taken.by.display(), "archive name taken, trying the next second");
+                    last_taken = Some(taken);
+                }
+                Err(e) => return Err(e.context(format!("creating {}", path.display()))),
+            },
+        }
+    }
+    anyhow::bail!(
+        "no free archive name for policy {} in {} for {NAMES_TRIED} seconds from {first}{}: other exports of the policy \
+         are running, or interrupted ones left .partial files (retention removes them after a day)",
+        job.policy,
+        job.destination.display(),
+        last_taken.map_or(String::new(), |t| format!(" (the last one: {t})"))
+    )
+}
+
 pub async fn export(
     state: &DesiredState,
     registry: &OciRegistry,
@@ -80,20 +121,8 @@ pub async fn export(
     let missing = contents.missing.clone();
     let recipients: Vec<String> =
         spec.encryption.as_ref().map(|e| e.age_recipients.iter().cloned().collect()).unwrap_or_default();
-    // Names carry the time to the second: an export within the same second as the last one
-    // takes the next free second.
-    let mut created_at = chrono::Utc::now();
-    let taken: BTreeSet<String> = catalog::scan(&job.destination)?.into_iter().map(|e| e.archive).collect();
-    let name = loop {
-        let name = catalog::archive_name(&job.policy, created_at, spec.compression, !recipients.is_empty());
-        if !taken.contains(&name) {
-            break name;
-        }
-        created_at += chrono::Duration::seconds(1);
-    };
+    let (name, created_at, sink) = reserve(&job, &recipients)?;
     let path = job.destination.join(&name);
-    let sink = Sink::create(&path, &recipients, spec.max_part_size.as_ref().map(|s| s.bytes()))
-        .with_context(|| format!("creating {}", path.display()))?;
     let signer = job.signer.clone();
     let header = Header {
         policy: job.policy.clone(),
@@ -237,4 +266,70 @@ fn observe_one(policy: &str, destination: &str, last_error: Option<String>) -> c
         o.newest_verified = entries.iter().rev().find(|e| e.verified()).map(|e| facts(e));
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::sync::Barrier;
+
+    use super::*;
+    use crate::desired::{Compression, Origin, Retention};
+
+    fn job(destination: &Path, max_part_size: Option<&str>) -> Job {
+        Job {
+            policy: "nightly".into(),
+            spec: BackupPolicy {
+                origin: Origin { file: "b.yaml".into(), line: 1 },
+                schedule: "0 3 * * *".parse().unwrap(),
+                mirror_sets: BTreeSet::new(),
+                images: BTreeSet::new(),
+                destination: destination.display().to_string(),
+                retention: Retention { keep: None, max_age: None },
+                compression: Compression::Zstd,
+                encryption: None,
+                max_part_size: max_part_size.map(|s| s.parse().unwrap()),
+            },
+            destination: destination.to_path_buf(),
+            base: None,
+            signer: None,
+            identities: Arc::new(Identities::none()),
+            desired_revision: None,
+        }
+    }
+
+    /// Two exports of one policy choosing a name in the same instant shared one `.partial`
+    /// file. Released together, again and again, they now always write under names of their
+    /// own, and each archive holds exactly what its export wrote.
+    #[test]
+    fn exports_choosing_a_name_at_once_never_share_it() {
+        for round in 0..40 {
+            let dir = tempfile::tempdir().unwrap();
+            // Every other round one of the two is split into parts: the layouts differ.
+            let jobs = [job(dir.path(), None), job(dir.path(), (round % 2 == 1).then_some("1MiB"))];
+            let start = Barrier::new(2);
+            let written: Vec<(String, PathBuf, Vec<u8>)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = jobs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, job)| {
+                        let start = &start;
+                        scope.spawn(move || {
+                            start.wait();
+                            let (name, _, mut sink) = reserve(job, &[]).unwrap();
+                            let bytes = format!("export {i} of round {round}").into_bytes();
+                            sink.write_all(&bytes).unwrap();
+                            let parts = sink.finish().unwrap();
+                            (name, parts[0].path.clone(), bytes)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert_ne!(written[0].0, written[1].0, "round {round}: both exports took {}", written[0].0);
+            for (name, path, bytes) in &written {
+                assert_eq!(&std::fs::read(path).unwrap(), bytes, "round {round}: {name}");
+            }
+        }
+    }
 }

@@ -181,6 +181,10 @@ impl Needs {
     }
 }
 
+/// The largest manifest a restore reads from an archive: the size the OCI distribution
+/// specification asks registries to accept.
+const MANIFEST_LIMIT: u64 = 4 << 20;
+
 /// A blob file of the archive, offered to the async side, which replies what it wants of it.
 struct Offer {
     digest: Digest,
@@ -213,8 +217,15 @@ fn offer_files(open: Opener, offers: tokio::sync::mpsc::Sender<Offer>) -> anyhow
                 io::copy(&mut entry, &mut io::sink()).with_context(|| format!("reading {path}"))?;
             }
             Ok(Take::Whole(to)) => {
-                let mut bytes = Vec::with_capacity(size as usize);
-                entry.read_to_end(&mut bytes).with_context(|| format!("reading {path}"))?;
+                // Only manifests are read whole; the tar header's size is the archive's word.
+                anyhow::ensure!(
+                    size <= MANIFEST_LIMIT,
+                    "{path} is {size} bytes, and a manifest is at most {} MiB: the archive is damaged, or was not \
+                     written by Lifeboat",
+                    MANIFEST_LIMIT >> 20
+                );
+                let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+                (&mut entry).take(MANIFEST_LIMIT).read_to_end(&mut bytes).with_context(|| format!("reading {path}"))?;
                 let _ = to.send(bytes);
             }
             Ok(Take::Stream(to)) => {
@@ -387,4 +398,41 @@ async fn pass(
     let read = reader.await.context("reading the archive stopped")?;
     result?;
     read.with_context(|| format!("reading {}", archive.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+
+    use super::*;
+
+    /// An archive whose tar header gives a manifest blob `size` bytes (holding `data` of it),
+    /// offered to a restore that wants it whole: what the reader says.
+    fn read_whole(size: u64, data: u64) -> anyhow::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_path(format!("blobs/sha256/{}", "a".repeat(64))).unwrap();
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_cksum();
+        let mut bytes = header.as_bytes().to_vec();
+        io::repeat(0).take(data).read_to_end(&mut bytes).unwrap();
+        let open: Opener = Arc::new(move || Ok(Box::new(io::Cursor::new(bytes.clone())) as Box<dyn BufRead + Send>));
+        let (offers, mut offered) = tokio::sync::mpsc::channel(4);
+        let reader = std::thread::spawn(move || offer_files(open, offers));
+        let offer = offered.blocking_recv().expect("the blob is offered");
+        assert_eq!(offer.size, size);
+        let (to, _bytes) = tokio::sync::oneshot::channel();
+        let _ = offer.reply.send(Take::Whole(to));
+        reader.join().unwrap()
+    }
+
+    /// Manifests are read whole, at the size the archive's tar header gives: a header claiming
+    /// 2^60 bytes asked for that much memory at once. Past 4 MiB it is refused before reading.
+    #[test]
+    fn a_manifest_larger_than_any_is_refused_before_it_is_read() {
+        for (size, data) in [(MANIFEST_LIMIT + 1, MANIFEST_LIMIT + 1), (1 << 60, 0)] {
+            let e = read_whole(size, data).unwrap_err();
+            assert!(format!("{e:#}").contains(&format!("is {size} bytes, and a manifest is at most 4 MiB")), "{e:#}");
+        }
+    }
 }

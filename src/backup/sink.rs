@@ -5,9 +5,10 @@
 //! parts and decrypts, handing back the still-compressed stream.
 //!
 //! It owns the file names (`.partial`, `.part-NNN`) and the age layer. It never looks inside the
-//! stream (tar and compression belong to [`super::archive`]), never deletes a file, and never
-//! overwrites an existing archive. Synchronous `std::io`; async callers run it on the blocking
-//! pool.
+//! stream (tar and compression belong to [`super::archive`]), never deletes a file but its own
+//! reservation, and never overwrites an existing archive or another export's files: the first
+//! `.partial` file is created exclusively, so two exports choosing one name at once cannot both
+//! write it ([`Taken`]). Synchronous `std::io`; async callers run it on the blocking pool.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -48,8 +49,8 @@ pub struct Part {
 ///
 /// Until [`Sink::finish`] every file carries a `.partial` suffix. Dropping a `Sink` without
 /// finishing it leaves those `.partial` files behind (incomplete and, when encrypted, impossible
-/// to decrypt) and nothing under a final name; they are not deleted here. A later export to the
-/// same name truncates and reuses them.
+/// to decrypt) and nothing under a final name; they are not deleted here, and no later export
+/// reuses the name while they are there.
 pub struct Sink {
     path: PathBuf,
     out: Output,
@@ -67,8 +68,9 @@ impl Sink {
     /// none means no encryption. `max_part_size`: `None` writes one file at `path`; `Some(n)`
     /// writes `path.part-001`, `path.part-002`, ... of at most `n` bytes each.
     ///
-    /// Refuses to start when `path` or its first part already exists: a finished archive is
-    /// never overwritten.
+    /// Refuses to start when `path` or its first part already exists (a finished archive is
+    /// never overwritten), or when another export holds the name: its error is then [`Taken`],
+    /// and another name is free to try.
     pub fn create(path: &Path, recipients: &[String], max_part_size: Option<u64>) -> anyhow::Result<Sink> {
         anyhow::ensure!(
             max_part_size != Some(0),
@@ -81,11 +83,7 @@ impl Sink {
             None => exists(path)?.then(|| path.to_path_buf()),
         };
         if let Some(existing) = existing {
-            anyhow::bail!(
-                "creating archive {}: {} already exists, refusing to overwrite it",
-                path.display(),
-                existing.display()
-            );
+            return Err(anyhow!(Taken { archive: path.to_path_buf(), by: existing, finished: true }));
         }
         // Before any file exists, so that an unusable set of recipients leaves nothing behind.
         let encryptor = if recipients.is_empty() {
@@ -196,9 +194,36 @@ impl Current {
 }
 
 impl Files {
+    /// Reserves the archive's name by creating its first `.partial` file exclusively, then
+    /// makes sure no other file of the archive exists: an export that chose the name at the same
+    /// moment either failed to create the same file, or wrote under the other layout (split or
+    /// not) and is seen here, or already finished and its archive is seen here.
     fn create(path: &Path, max_part_size: Option<u64>) -> anyhow::Result<Files> {
-        let current = Current::create(partial_path(path, max_part_size, 1))
-            .with_context(|| format!("creating archive {}", path.display()))?;
+        let first = partial_path(path, max_part_size, 1);
+        let file = match File::options().write(true).create_new(true).open(&first) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(anyhow!(Taken { archive: path.to_path_buf(), by: first, finished: false }));
+            }
+            Err(e) => {
+                return Err(annotate(e, "creating", &first))
+                    .with_context(|| format!("creating archive {}", path.display()));
+            }
+        };
+        let other = match other_file(path, &first) {
+            Ok(other) => other,
+            Err(e) => {
+                let _ = fs::remove_file(&first);
+                return Err(e);
+            }
+        };
+        if let Some(other) = other {
+            fs::remove_file(&first).with_context(|| format!("removing {}", first.display()))?;
+            let finished = !other.as_os_str().to_string_lossy().ends_with(PARTIAL);
+            return Err(anyhow!(Taken { archive: path.to_path_buf(), by: other, finished }));
+        }
+        let current =
+            Current { partial: first, file: BufWriter::with_capacity(BUFFER, file), size: 0, hasher: Sha256::new() };
         Ok(Files { path: path.to_path_buf(), max_part_size, current, closed: Vec::new() })
     }
 
@@ -291,6 +316,52 @@ fn partial_path(path: &Path, max_part_size: Option<u64>, number: usize) -> PathB
         Some(_) => with_suffix(&part_path(path, number, MIN_DIGITS), PARTIAL),
     }
 }
+
+/// A file of the archive at `path` other than `ours`: the archive, any first part, or the first
+/// `.partial` file of either layout.
+fn other_file(path: &Path, ours: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let mut candidates = vec![path.to_path_buf(), partial_path(path, None, 1), partial_path(path, Some(1), 1)];
+    candidates.extend((MIN_DIGITS..=20).map(|digits| part_path(path, 1, digits)));
+    for candidate in candidates {
+        if candidate != ours && exists(&candidate)? {
+            return Ok(Some(candidate));
+        }
+    }
+    Ok(None)
+}
+
+/// An archive name another export holds, or an archive already has: the export should pick
+/// another name.
+#[derive(Debug)]
+pub struct Taken {
+    pub archive: PathBuf,
+    /// The file found under the name.
+    pub by: PathBuf,
+    /// A finished archive, not another export still writing.
+    pub finished: bool,
+}
+
+impl fmt::Display for Taken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.finished {
+            write!(
+                f,
+                "creating archive {}: {} already exists, refusing to overwrite it",
+                self.archive.display(),
+                self.by.display()
+            )
+        } else {
+            write!(
+                f,
+                "creating archive {}: another export is writing {} (or one was interrupted there)",
+                self.archive.display(),
+                self.by.display()
+            )
+        }
+    }
+}
+
+impl std::error::Error for Taken {}
 
 /// Whether anything, even a dangling symlink, is at `path`.
 fn exists(path: &Path) -> anyhow::Result<bool> {

@@ -122,48 +122,66 @@ impl fmt::Display for Diagnostic {
 /// Every diagnostic of one load, sorted by file and position.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
-pub struct Diagnostics(Vec<Diagnostic>);
+pub struct Diagnostics {
+    list: Vec<Diagnostic>,
+    /// How many of `list` are errors: asked after every field checked, so kept, not counted.
+    #[serde(skip)]
+    errors: usize,
+}
 
 impl Diagnostics {
     pub fn push(&mut self, diagnostic: Diagnostic) {
-        self.0.push(diagnostic);
+        self.errors += usize::from(diagnostic.severity == Severity::Error);
+        self.list.push(diagnostic);
     }
 
     pub fn extend(&mut self, other: Diagnostics) {
-        self.0.extend(other.0);
+        self.errors += other.errors;
+        self.list.extend(other.list);
     }
 
     pub fn has_errors(&self) -> bool {
-        self.0.iter().any(|d| d.severity == Severity::Error)
+        self.errors > 0
     }
 
     pub fn error_count(&self) -> usize {
-        self.0.iter().filter(|d| d.severity == Severity::Error).count()
+        self.errors
     }
 
     pub fn warning_count(&self) -> usize {
-        self.0.len() - self.error_count()
+        self.list.len() - self.errors
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.list.is_empty()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.0.iter()
+        self.list.iter()
+    }
+
+    /// Rewrites the message and hint of every diagnostic with `f`.
+    pub fn rewrite(&mut self, f: impl Fn(&str) -> String) {
+        for d in &mut self.list {
+            d.message = f(&d.message);
+            if let Some(hint) = &d.hint {
+                d.hint = Some(f(hint));
+            }
+        }
     }
 
     /// Sorts by file, line and column and drops exact repeats.
     pub fn sorted(mut self) -> Self {
-        self.0.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-        self.0.dedup();
+        self.list.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        self.list.dedup();
+        self.errors = self.list.iter().filter(|d| d.severity == Severity::Error).count();
         self
     }
 }
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for d in &self.0 {
+        for d in &self.list {
             writeln!(f, "{d}")?;
         }
         let (errors, warnings) = (self.error_count(), self.warning_count());

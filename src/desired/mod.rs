@@ -3,7 +3,9 @@
 //! `load` turns a set of YAML files into a validated [`DesiredState`] or every problem found
 //! (`Invalid`), in two stages: `raw` types that mirror the YAML, then the domain types below,
 //! in which every value is parsed and every cross-reference resolved. Nothing here performs
-//! network I/O or knows about registries, clusters or Git: files come from a [`Source`].
+//! network I/O or knows about registries, clusters or Git: files come from a [`Source`]. Image
+//! references are parsed with oci-spec's `Reference` (in [`image`]), the one use of that crate,
+//! so a reference means here what it means to registries.
 
 pub mod diagnostic;
 pub mod image;
@@ -46,6 +48,11 @@ pub enum LoadError {
 pub const DEFAULT_MIRROR_SCHEDULE: &str = "0 * * * *";
 /// Requests in flight to one registry when its Registry document sets no limit.
 pub const DEFAULT_CONCURRENCY: u32 = 8;
+/// The most requests in flight to one registry a Registry document may ask for.
+pub const MAX_CONCURRENCY: u32 = 256;
+/// The slowest pace a Registry document may ask for: one request a minute. Below it a pass
+/// over a few hundred tags takes days, which no registry means.
+pub const MIN_REQUESTS_PER_SECOND: f64 = 1.0 / 60.0;
 
 /// A validated desired state. Maps are keyed by document name, so everything derived from it
 /// comes out in a stable order.
@@ -109,10 +116,14 @@ pub enum Credentials {
     Helper(String),
 }
 
+/// How hard Lifeboat may use one registry host.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Limits {
+    /// At least [`MIN_REQUESTS_PER_SECOND`], so the time between two requests is at most a
+    /// minute; `None`: no pacing.
     pub requests_per_second: Option<f64>,
+    /// 1 to [`MAX_CONCURRENCY`].
     pub concurrency: u32,
 }
 

@@ -138,9 +138,12 @@ pub struct Credentials {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Limits {
-    /// Most requests per second sent to this host (default: no limit).
+    /// Most requests per second sent to this host (default: no limit). At least 0.0167, one
+    /// request a minute: a slower pace would stretch a pass over days.
+    #[schemars(range(min = 0.016666666666666666))]
     pub requests_per_second: Option<f64>,
-    /// Most requests in flight to this host at once (default: 8).
+    /// Most requests in flight to this host at once: 1 to 256 (default: 8).
+    #[schemars(range(min = 1, max = 256))]
     pub concurrency: Option<u32>,
 }
 

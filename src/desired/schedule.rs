@@ -5,6 +5,9 @@
 //! 1 = Sunday (day-of-week is therefore rewritten as an explicit list of day names), and it
 //! runs a job only when day-of-month *and* day-of-week match, where crontab runs it when
 //! *either* matches if both are restricted (such a schedule becomes two, merged).
+//!
+//! A schedule that can never run (`0 0 30 2 *`) is refused: a set or policy under it would
+//! silently never sync or back up.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -72,15 +75,53 @@ const MACROS: [(&str, &str); 6] = [
 const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 const FIELD_NAMES: &str = "minute hour day-of-month month day-of-week";
 
-impl FromStr for Schedule {
-    type Err = String;
+/// Why an expression is not a schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleError {
+    pub message: String,
+    /// The expression is well formed, but no date matches it.
+    pub never_runs: bool,
+}
 
-    fn from_str(expression: &str) -> Result<Schedule, String> {
+impl fmt::Display for ScheduleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for ScheduleError {
+    fn from(message: String) -> ScheduleError {
+        ScheduleError { message, never_runs: false }
+    }
+}
+
+/// How far ahead a schedule must have a run. Five fields repeat with the calendar, and every
+/// date that exists comes back within 8 years (the 29th of February skips 2100): a schedule
+/// with no run in this window has none at all.
+const HORIZON_YEARS: i32 = 10;
+
+/// Whether any of `crons` runs within [`HORIZON_YEARS`]. Checked from a fixed moment, which
+/// answers for every moment (see above) and keeps validation independent of the clock.
+fn runs_at_all(crons: &[cron::Schedule]) -> bool {
+    use chrono::TimeZone as _;
+    let (Some(from), Some(until)) = (
+        Utc.with_ymd_and_hms(2001, 1, 1, 0, 0, 0).single(),
+        Utc.with_ymd_and_hms(2001 + HORIZON_YEARS, 1, 1, 0, 0, 0).single(),
+    ) else {
+        return true;
+    };
+    crons.iter().any(|c| c.after(&from).next().is_some_and(|t| t < until))
+}
+
+impl FromStr for Schedule {
+    type Err = ScheduleError;
+
+    fn from_str(expression: &str) -> Result<Schedule, ScheduleError> {
         let trimmed = expression.trim();
         let translated: Vec<String> = if trimmed.starts_with('@') {
             let Some((_, name)) = MACROS.iter().find(|(m, _)| *m == trimmed) else {
                 let known: Vec<&str> = MACROS.iter().map(|(m, _)| *m).collect();
-                return Err(format!("`{trimmed}` is not a known shorthand: use one of {}", known.join(", ")));
+                return Err(format!("`{trimmed}` is not a known shorthand: use one of {}", known.join(", ")).into());
             };
             vec![name.to_string()]
         } else {
@@ -90,7 +131,8 @@ impl FromStr for Schedule {
                     "`{trimmed}` has {} field{}, a schedule has 5: {FIELD_NAMES}",
                     fields.len(),
                     if fields.len() == 1 { "" } else { "s" }
-                ));
+                )
+                .into());
             }
             let [minute, hour, dom, month, dow] = [fields[0], fields[1], fields[2], fields[3], fields[4]];
             let dow = weekdays(dow)?;
@@ -112,6 +154,12 @@ impl FromStr for Schedule {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if !runs_at_all(&crons) {
+            return Err(ScheduleError {
+                message: format!("`{trimmed}` never runs: no date matches it"),
+                never_runs: true,
+            });
+        }
         Ok(Schedule { expression: trimmed.to_string(), crons })
     }
 }
@@ -190,13 +238,28 @@ mod tests {
 
     #[test]
     fn rejects_wrong_forms_with_reasons() {
-        let six = "0 0 * * * *".parse::<Schedule>().unwrap_err();
+        let six = "0 0 * * * *".parse::<Schedule>().unwrap_err().message;
         assert!(six.contains("6 fields"), "{six}");
         assert!("61 * * * *".parse::<Schedule>().is_err());
-        assert!("* * * * 8".parse::<Schedule>().unwrap_err().contains("day-of-week 8"));
-        assert!("* * * * 5-1".parse::<Schedule>().unwrap_err().contains("backwards"));
-        assert!("@fortnightly".parse::<Schedule>().unwrap_err().contains("shorthand"));
+        assert!("* * * * 8".parse::<Schedule>().unwrap_err().message.contains("day-of-week 8"));
+        assert!("* * * * 5-1".parse::<Schedule>().unwrap_err().message.contains("backwards"));
+        assert!("@fortnightly".parse::<Schedule>().unwrap_err().message.contains("shorthand"));
         assert!("".parse::<Schedule>().is_err());
+    }
+
+    /// A schedule that can never run is refused instead of never running: a MirrorSet under
+    /// `0 0 30 2 *` would never sync.
+    #[test]
+    fn schedules_that_never_run_are_refused() {
+        for never in ["0 0 30 2 *", "0 0 31 4,6,9,11 *", "15 3 31 2-4/2 *"] {
+            let e = never.parse::<Schedule>().unwrap_err();
+            assert!(e.never_runs && e.message.contains("never runs"), "{never}: {e}");
+        }
+        // Rare is not never: once every four years, or on a Monday when the 30th never comes.
+        for rare in ["0 0 29 2 *", "0 0 30 2 1", "0 0 31 * *"] {
+            assert!(rare.parse::<Schedule>().is_ok(), "{rare}");
+        }
+        assert_eq!(runs("0 0 29 2 *", 2), ["2028-02-29 00:00 Tue", "2032-02-29 00:00 Sun"]);
     }
 
     #[test]

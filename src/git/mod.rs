@@ -22,9 +22,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use git2::{ObjectType, Repository, TreeWalkMode, TreeWalkResult};
+use git2::{ObjectType, Repository};
 
-use crate::desired::source::{is_hidden, is_yaml};
+use crate::desired::source::{MAX_FILE_BYTES, Unreadable, is_hidden, is_yaml, shown};
 use crate::desired::{Source, SourceFile};
 
 pub use checkout::{Checkout, Exported};
@@ -67,41 +67,10 @@ impl TreeSource {
             tree = repository.find_tree(entry.id())?;
         }
         let prefix = subdir.map_or(String::new(), |d| format!("{d}/"));
-        let mut files = Vec::new();
-        let mut all_paths = BTreeSet::new();
-        let mut failure = None;
-        let walked = tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
-            let Ok(name) = entry.name() else {
-                return TreeWalkResult::Skip;
-            };
-            if is_hidden(name) {
-                return TreeWalkResult::Skip;
-            }
-            if entry.kind() != Some(ObjectType::Blob) {
-                return TreeWalkResult::Ok;
-            }
-            let path = format!("{parent}{name}");
-            if is_yaml(name) {
-                match repository.find_blob(entry.id()) {
-                    Ok(blob) => files.push(SourceFile {
-                        display: format!("{rev}:{prefix}{path}"),
-                        text: String::from_utf8(blob.content().to_vec())
-                            .map_err(|_| "the file is not UTF-8 text".to_string()),
-                        path: path.clone(),
-                    }),
-                    Err(e) => {
-                        failure = Some(anyhow::Error::new(e).context(format!("reading {rev}:{prefix}{path}")));
-                        return TreeWalkResult::Abort;
-                    }
-                }
-            }
-            all_paths.insert(path);
-            TreeWalkResult::Ok
-        });
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        walked.with_context(|| format!("walking the tree of `{rev}`"))?;
+        let mut walk =
+            Walk { repository: &repository, rev, prefix: &prefix, files: Vec::new(), all_paths: BTreeSet::new() };
+        walk.folder(&tree, "", true).with_context(|| format!("walking the tree of `{rev}`"))?;
+        let Walk { mut files, all_paths, .. } = walk;
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(TreeSource {
             rev: rev.to_string(),
@@ -110,6 +79,64 @@ impl TreeSource {
             files,
             all_paths,
         })
+    }
+}
+
+/// Collects the desired-state files of a tree.
+struct Walk<'r> {
+    repository: &'r Repository,
+    rev: &'r str,
+    /// The subfolder read, with a trailing `/`, or empty.
+    prefix: &'r str,
+    files: Vec<SourceFile>,
+    all_paths: BTreeSet<String>,
+}
+
+impl Walk<'_> {
+    /// Every file below `tree`, whose path is `parent` (empty, or ending in `/`); `utf8` is false
+    /// once a folder on the way has a name that is not UTF-8.
+    fn folder(&mut self, tree: &git2::Tree<'_>, parent: &str, utf8: bool) -> anyhow::Result<()> {
+        for entry in tree.iter() {
+            let name_utf8 = entry.name().is_ok();
+            let name = shown(entry.name_bytes());
+            if is_hidden(&name) {
+                continue;
+            }
+            let path = format!("{parent}{name}");
+            match entry.kind() {
+                Some(ObjectType::Tree) => {
+                    let subtree = self.repository.find_tree(entry.id())?;
+                    self.folder(&subtree, &format!("{path}/"), utf8 && name_utf8)?;
+                }
+                Some(ObjectType::Blob) => {
+                    if is_yaml(&name) {
+                        let text = if utf8 && name_utf8 {
+                            self.text(entry.id(), &path)?
+                        } else {
+                            Err(Unreadable::NameNotUtf8)
+                        };
+                        let display = format!("{}:{}{path}", self.rev, self.prefix);
+                        self.files.push(SourceFile { display, text, path: path.clone() });
+                    }
+                    if utf8 && name_utf8 {
+                        self.all_paths.insert(path);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The text of a blob, which is only loaded when it is within the size limit.
+    fn text(&self, id: git2::Oid, path: &str) -> anyhow::Result<Result<String, Unreadable>> {
+        let context = || format!("reading {}:{}{path}", self.rev, self.prefix);
+        let (size, _) = self.repository.odb().and_then(|odb| odb.read_header(id)).with_context(context)?;
+        if size as u64 > MAX_FILE_BYTES {
+            return Ok(Err(Unreadable::TooLarge { bytes: size as u64, line: None }));
+        }
+        let blob = self.repository.find_blob(id).with_context(context)?;
+        Ok(String::from_utf8(blob.content().to_vec()).map_err(|_| Unreadable::NotUtf8))
     }
 }
 

@@ -56,7 +56,7 @@ impl Remote {
             if let Ok(blob) = entry.to_object(&repo).unwrap().into_blob() {
                 files.insert(
                     format!("{parent}{}", entry.name().unwrap()),
-                    String::from_utf8(blob.content().to_vec()).unwrap(),
+                    String::from_utf8_lossy(blob.content()).into_owned(),
                 );
             }
             TreeWalkResult::Ok
@@ -458,4 +458,162 @@ fn errors_name_the_remote_and_the_operation_without_secrets() {
 fn a_checkout_can_move_to_a_blocking_thread() {
     fn send<T: Send + 'static>() {}
     send::<Checkout>();
+}
+
+/// Desired state read from Git objects: a blob over the size limit is refused by its size,
+/// without loading it, and YAML files under names that are not UTF-8 are listed with the
+/// reason instead of skipped (a folder with such a name used to stop the whole walk).
+#[test]
+fn tree_source_refuses_huge_blobs_and_reports_names_that_are_not_utf8() {
+    use crate::desired::source::{MAX_FILE_BYTES, Unreadable};
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::init_bare(dir.path()).unwrap();
+    let blob = |text: &[u8]| repo.blob(text).unwrap();
+    let mut folder = repo.treebuilder(None).unwrap();
+    folder.insert(&b"inside.yaml"[..], blob(b"a: 1\n"), FileMode::Blob.into()).unwrap();
+    let folder = folder.write().unwrap();
+    let huge = vec![b'a'; MAX_FILE_BYTES as usize + 1];
+    let mut root = repo.treebuilder(None).unwrap();
+    root.insert("ok.yaml", blob(b"a: 1\n"), FileMode::Blob.into()).unwrap();
+    root.insert("huge.yaml", blob(&huge), FileMode::Blob.into()).unwrap();
+    root.insert(&b"caf\xe9.yaml"[..], blob(b"a: 1\n"), FileMode::Blob.into()).unwrap();
+    root.insert(&b"d\xffir"[..], folder, FileMode::Tree.into()).unwrap();
+    root.insert(&b"n\xe9.txt"[..], blob(b"not desired state\n"), FileMode::Blob.into()).unwrap();
+    let tree = repo.find_tree(root.write().unwrap()).unwrap();
+    let signature = Signature::new("Test", "test@example.invalid", &git2::Time::new(1_700_000_000, 0)).unwrap();
+    repo.commit(Some("HEAD"), &signature, &signature, "odd files", &tree, &[]).unwrap();
+
+    let source = TreeSource::read(dir.path(), "HEAD", None).unwrap();
+    let files = source.yaml_files().unwrap();
+    let listed: Vec<(&str, &str, &Result<String, Unreadable>)> =
+        files.iter().map(|f| (f.path.as_str(), f.display.as_str(), &f.text)).collect();
+    assert_eq!(
+        listed,
+        [
+            ("caf\\xE9.yaml", "HEAD:caf\\xE9.yaml", &Err(Unreadable::NameNotUtf8)),
+            ("d\\xFFir/inside.yaml", "HEAD:d\\xFFir/inside.yaml", &Err(Unreadable::NameNotUtf8)),
+            ("huge.yaml", "HEAD:huge.yaml", &Err(Unreadable::TooLarge { bytes: MAX_FILE_BYTES + 1, line: None })),
+            ("ok.yaml", "HEAD:ok.yaml", &Ok("a: 1\n".to_string())),
+        ]
+    );
+    assert!(source.has_file("ok.yaml") && !source.has_file("n\\xE9.txt"));
+}
+
+/// A file whose name is not UTF-8 used to fail the whole export ("a file name is not UTF-8",
+/// naming none); it is written as it is named, and the loader reports it by name.
+#[test]
+fn export_writes_names_that_are_not_utf8_for_the_loader_to_report() {
+    let remote = Remote::new();
+    let repo = remote.repo();
+    let mut root = repo.treebuilder(None).unwrap();
+    root.insert("ok.yaml", repo.blob(b"a: 1\n").unwrap(), FileMode::Blob.into()).unwrap();
+    root.insert(&b"caf\xe9.yaml"[..], repo.blob(b"a: 1\n").unwrap(), FileMode::Blob.into()).unwrap();
+    let tree = repo.find_tree(root.write().unwrap()).unwrap();
+    let signature = Signature::new("Test", "test@example.invalid", &git2::Time::new(1_700_000_000, 0)).unwrap();
+    repo.commit(Some("refs/heads/main"), &signature, &signature, "odd name", &tree, &[]).unwrap();
+
+    let (dir, checkout) = checkout(&remote);
+    let head = checkout.fetch(&["main"]).unwrap()["main"].clone().unwrap();
+    let dest = dir.path().join("desired");
+    checkout.export(&head, None, None, &dest).unwrap();
+    let named = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"caf\xe9.yaml");
+    assert!(dest.join(named).is_file());
+    let Err(crate::desired::LoadError::Invalid(diags)) =
+        crate::desired::load(&crate::desired::DirectorySource::new(&dest).unwrap().named("desired/"))
+    else {
+        panic!("a file under a name that is not UTF-8 was taken as desired state");
+    };
+    let d = diags.iter().next().unwrap();
+    assert_eq!(d.file, "desired/caf\\xE9.yaml");
+    assert!(d.message.contains("not UTF-8") && d.hint.as_deref().is_some_and(|h| h.contains("rename")), "{d}");
+}
+
+/// From a bare repository of its own, commits the file `path` on top of the remote's `main`
+/// and pushes it with the `git` command, as another writer would, fetching again and rebuilding
+/// the commit until a push goes through. `git receive-pack` moves the branch with a
+/// compare-and-swap under its lock, so these writers never lose each other's commits.
+fn git_push_file(remote: &Remote, work: &Path, path: &str) -> Oid {
+    let repo = Repository::open_bare(work).unwrap();
+    let signature = Signature::new("Someone Else", "else@example.invalid", &git2::Time::new(1_700_000_000, 0)).unwrap();
+    for _ in 0..500 {
+        let fetched = std::process::Command::new("git")
+            .arg("-C")
+            .arg(work)
+            .args(["fetch", "-q", &remote.url(), "+refs/heads/main:refs/heads/base"])
+            .status()
+            .unwrap();
+        assert!(fetched.success());
+        let parent = repo.find_reference("refs/heads/base").unwrap().peel_to_commit().unwrap();
+        let mut update = TreeUpdateBuilder::new();
+        update.upsert(path, repo.blob(path.as_bytes()).unwrap(), FileMode::Blob);
+        let tree = repo.find_tree(update.create_updated(&repo, &parent.tree().unwrap()).unwrap()).unwrap();
+        let commit = repo.commit(None, &signature, &signature, path, &tree, &[&parent]).unwrap();
+        let pushed = std::process::Command::new("git")
+            .arg("-C")
+            .arg(work)
+            .args(["push", "-q", &remote.url(), &format!("{commit}:refs/heads/main")])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        if pushed.success() {
+            return commit;
+        }
+    }
+    panic!("{path} could not be pushed");
+}
+
+/// Status pushes to a file:// remote lost 2 of 60 commits others pushed meanwhile: libgit2's
+/// local transport checks for a fast-forward against the branch as it was when it connected,
+/// then overwrites the branch whatever it holds by then. Sixty commits pushed with `git` from
+/// six threads while Lifeboat publishes twenty large statuses: every one of them stays on the
+/// branch, every status Lifeboat committed too, and the branch ends with Lifeboat's last one.
+#[test]
+fn publishing_never_overwrites_commits_others_push_meanwhile() {
+    let remote = seeded();
+    let (_dir, checkout) = checkout(&remote);
+    let mut request = request("main");
+    request.attempts = 200;
+    request.backoff = Duration::from_millis(1);
+    let (others, ours) = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..6)
+            .map(|writer| {
+                let remote = &remote;
+                scope.spawn(move || {
+                    let work = tempfile::tempdir().unwrap();
+                    Repository::init_bare(work.path()).unwrap();
+                    (0..10)
+                        .map(|i| git_push_file(remote, work.path(), &format!("others/{writer}-{i}")))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let ours: Vec<Oid> = (0..20)
+            .filter_map(|n| {
+                // A large status makes each push slow, as a real one over many images is.
+                let mut noise = vec![0u8; 1 << 20];
+                fastrand::Rng::with_seed(n).fill(&mut noise);
+                let mut status = files(&[("summary.yaml", &format!("pass: {n}\n"))]);
+                status.insert("noise.bin".into(), noise);
+                match checkout.publish(&request, |_| Some(status.clone())).unwrap() {
+                    Published::Committed { commit, .. } => Some(Oid::from_str(&commit).unwrap()),
+                    Published::Unchanged => None,
+                }
+            })
+            .collect();
+        let others: Vec<Oid> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+        (others, ours)
+    });
+    assert_eq!((others.len(), ours.len()), (60, 20));
+    let repo = remote.repo();
+    let head = remote.head("main").unwrap();
+    let lost: Vec<&Oid> = others
+        .iter()
+        .chain(&ours)
+        .filter(|id| **id != head && !repo.graph_descendant_of(head, **id).unwrap())
+        .collect();
+    assert!(lost.is_empty(), "{} of 80 commits are no longer on main: {lost:?}", lost.len());
+    let files = remote.files("main");
+    assert_eq!(files["status/summary.yaml"], "pass: 19\n");
+    assert_eq!(files.keys().filter(|k| k.starts_with("others/")).count(), 60);
 }

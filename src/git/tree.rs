@@ -10,6 +10,8 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use git2::{FileMode, ObjectType, Oid, Repository, Tree};
 
+use crate::desired::source::shown;
+
 /// A folder inside a repository, as `/`-separated components relative to the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Folder(Vec<String>);
@@ -202,7 +204,9 @@ fn collect(
     out: &mut BTreeMap<String, Vec<u8>>,
 ) -> anyhow::Result<()> {
     for entry in tree.iter() {
-        let name = entry.name().with_context(|| format!("a file name in `{prefix}` is not UTF-8"))?;
+        let name = entry.name().map_err(|_| {
+            anyhow::anyhow!("the name of `{prefix}{}` is not UTF-8: rename it", shown(entry.name_bytes()))
+        })?;
         let path = format!("{prefix}{name}");
         match entry.kind() {
             Some(ObjectType::Tree) => collect(repo, &repo.find_tree(entry.id())?, &format!("{path}/"), out)?,
@@ -216,15 +220,16 @@ fn collect(
 }
 
 /// Writes the regular files below `tree` into the folder `dest`, which must exist. Symbolic
-/// links and submodules are left out: a link could point anywhere on this machine.
+/// links and submodules are left out: a link could point anywhere on this machine. Names are
+/// written byte for byte, so that the desired-state loader can report one that is not UTF-8.
 pub fn export(repo: &Repository, tree: &Tree<'_>, dest: &Path) -> anyhow::Result<usize> {
     let mut written = 0;
     for entry in tree.iter() {
-        let name = entry.name().context("a file name is not UTF-8")?;
-        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\']) {
-            bail!("the tree holds an entry named `{name}`, which cannot be written safely");
+        let bytes = entry.name_bytes();
+        if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.iter().any(|b| matches!(b, b'/' | b'\\')) {
+            bail!("the tree holds an entry named `{}`, which cannot be written safely", shown(bytes));
         }
-        let target = dest.join(name);
+        let target = dest.join(file_name(bytes));
         match (entry.kind(), entry.filemode()) {
             (Some(ObjectType::Tree), _) => {
                 std::fs::create_dir(&target).with_context(|| format!("creating {}", target.display()))?;
@@ -241,4 +246,16 @@ pub fn export(repo: &Repository, tree: &Tree<'_>, dest: &Path) -> anyhow::Result
         }
     }
     Ok(written)
+}
+
+/// A file name from the bytes a tree holds.
+#[cfg(unix)]
+fn file_name(bytes: &[u8]) -> &std::ffi::OsStr {
+    std::os::unix::ffi::OsStrExt::from_bytes(bytes)
+}
+
+/// A file name from the bytes a tree holds; elsewhere than on Unix only as text.
+#[cfg(not(unix))]
+fn file_name(bytes: &[u8]) -> std::ffi::OsString {
+    shown(bytes).into()
 }

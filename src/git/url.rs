@@ -86,6 +86,26 @@ impl RemoteUrl {
         self.transport
     }
 
+    /// For a local remote: the folder it names, as libgit2 reads it (`file://` with an empty
+    /// host or `localhost`, percent-decoded; anything else as a path).
+    pub fn local_path(&self) -> Option<std::path::PathBuf> {
+        if self.transport != Transport::Local {
+            return None;
+        }
+        let Some(rest) = self.raw.get(..7).filter(|s| s.eq_ignore_ascii_case("file://")).map(|_| &self.raw[7..]) else {
+            return Some(self.raw.clone().into());
+        };
+        let path = rest.strip_prefix("localhost").unwrap_or(rest);
+        if !path.starts_with('/') {
+            return None;
+        }
+        let bytes = percent_decoded(path)?;
+        #[cfg(unix)]
+        return Some(std::path::PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&bytes)));
+        #[cfg(not(unix))]
+        return String::from_utf8(bytes).ok().map(Into::into);
+    }
+
     /// For ssh: the host and port the connection goes to.
     pub fn ssh_host(&self) -> Option<(&str, u16)> {
         self.host.as_ref().map(|(h, p)| (h.as_str(), *p))
@@ -125,6 +145,21 @@ pub fn redact(url: &str) -> String {
     };
     let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
     if user.is_empty() { format!("{scheme}://{hostport}{path}") } else { format!("{scheme}://{user}@{hostport}{path}") }
+}
+
+/// `%2F` and the like decoded; `None` for a `%` not followed by two hex digits.
+fn percent_decoded(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    Some(out)
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`.
@@ -182,6 +217,18 @@ fn scp_like(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_remotes_name_their_folder() {
+        let path = |url: &str| RemoteUrl::parse(url).unwrap().local_path();
+        assert_eq!(path("/srv/git/desired.git"), Some("/srv/git/desired.git".into()));
+        assert_eq!(path("relative/desired"), Some("relative/desired".into()));
+        assert_eq!(path("file:///srv/git/my%20repo.git"), Some("/srv/git/my repo.git".into()));
+        assert_eq!(path("FILE://localhost/srv/git/desired.git"), Some("/srv/git/desired.git".into()));
+        assert_eq!(path("file://elsewhere/srv/git/desired.git"), None);
+        assert_eq!(path("file:///srv/%zz"), None);
+        assert_eq!(path("https://git.example/desired.git"), None);
+    }
 
     #[test]
     fn transports_by_url() {

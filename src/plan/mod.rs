@@ -172,11 +172,16 @@ pub fn plan(desired: &DesiredState, actual: &ActualState) -> Plan {
 }
 
 /// The tag under which `onTagMove: backup` keeps a tag's previous content:
-/// `<tag>-backup-<first 12 hex digits of the old digest>`, shortened to fit 128 characters.
+/// `<tag>-backup-<first 12 hex digits of the old digest>`, shortened to fit 128 bytes. Tags
+/// come from upstream's tag list, which nothing guarantees to be ASCII: the cut never splits
+/// a character.
 pub fn backup_tag(tag: &str, old: &Digest) -> String {
     let hex = old.as_str().split_once(':').map_or(old.as_str(), |(_, h)| h);
-    let suffix = format!("-backup-{}", &hex[..hex.len().min(12)]);
-    let keep = tag.len().min(128 - suffix.len());
+    let suffix = format!("-backup-{}", hex.get(..12).unwrap_or(hex));
+    let mut keep = tag.len().min(128usize.saturating_sub(suffix.len()));
+    while !tag.is_char_boundary(keep) {
+        keep -= 1;
+    }
     format!("{}{suffix}", &tag[..keep])
 }
 

@@ -153,7 +153,7 @@ pub fn go_duration(text: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
         total += number * seconds;
     }
-    Ok(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).map_err(|_| format!("`{text}` is longer than any duration a kubelet can mean"))
 }
 
 /// Where an image stands on one node, as the node agent saw it.

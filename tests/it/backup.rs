@@ -87,3 +87,59 @@ fn backup_verify_says_pass_or_fail_naming_the_blob() {
     std::fs::write(&junk, b"not an archive").unwrap();
     assert_eq!(crate::support::lifeboat(&["backup", "verify", junk.to_str().unwrap()]).code, 2);
 }
+
+/// Two exports of one BackupPolicy in the same second shared one `.partial` file and left a
+/// FAIL archive. Three started at once (the daemon's scheduled export and two run by hand,
+/// say) now each write an archive of their own under its own second, and every one passes.
+#[test]
+fn exports_of_one_policy_at_once_each_write_a_sound_archive() {
+    let world = crate::mirror::World::new();
+    rt().block_on(async {
+        world.up().image("vendor/app", Some("1.0"), &[layer(7, 256 * 1024)], "linux/amd64").await;
+    });
+    world.desired("  images:\n    - source: UP/vendor/app\n      tags: [\"1.0\"]\n");
+    let (code, applied) = world.apply();
+    assert_eq!(code, 0, "{applied:#}");
+    let backups = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "apiVersion: lifeboat.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: nightly}}\nspec:\n  schedule: \"0 3 * * *\"\n  mirrorSets: [set]\n  destination: {}\n  maxPartSize: 1MiB\n",
+        backups.path().display()
+    );
+    std::fs::write(world.dir.path().join("backup.yaml"), policy).unwrap();
+
+    let dir = world.dir.path().to_str().unwrap();
+    let exports: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+                .args(["backup", "export", dir, "--policy", "nightly", "-o", "json", "--timeout", "10s"])
+                .env_remove("LIFEBOAT_LOG")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut archives = std::collections::BTreeSet::new();
+    for export in exports {
+        let out = export.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let value: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        archives.insert(value["archive"].as_str().unwrap().to_string());
+    }
+    assert_eq!(archives.len(), 3, "{archives:?}");
+    for archive in &archives {
+        let run = crate::support::lifeboat(&["backup", "verify", archive]);
+        assert_eq!(run.code, 0, "{archive}: {}{}", run.stdout, run.stderr);
+        assert!(run.stdout.starts_with("PASS"), "{}", run.stdout);
+    }
+    let left: Vec<String> = std::fs::read_dir(backups.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let list = crate::support::lifeboat(&["backup", "list", backups.path().to_str().unwrap(), "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed:#}");
+}

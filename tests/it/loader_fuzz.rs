@@ -59,6 +59,13 @@ fn yamlish() -> impl Strategy<Value = String> {
         Just("tagRules:".to_string()),
         Just("schedule:".to_string()),
         Just("password:".to_string()),
+        // Deep nesting, explicit keys and tabs reach the depth limit and the paths where
+        // yaml-rust2 and serde_yaml disagree.
+        Just("[[[[[[[[[[[[[[[[".to_string()),
+        Just("{a: {b: {c: ".to_string()),
+        Just("- - - - - - - - ".to_string()),
+        Just("? ".to_string()),
+        Just("\t".to_string()),
         "[a-z0-9./:@*-]{0,12}",
         any::<char>().prop_map(String::from),
     ];

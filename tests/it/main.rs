@@ -8,6 +8,7 @@ mod daemon;
 mod diff;
 mod failover;
 mod help;
+mod hostile_input;
 mod layout;
 mod loader_fuzz;
 mod metric_names;

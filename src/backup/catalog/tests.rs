@@ -183,6 +183,19 @@ fn a_damaged_record_is_refused_naming_the_file_and_the_fix() {
     }
 }
 
+/// A record was read whole, whatever its size: a (sparse) file of 1 TiB under a record's
+/// name is refused after 64 MiB.
+#[test]
+fn a_huge_record_is_refused_unread_past_the_limit() {
+    let dir = Dir::new();
+    let path = dir.path().join("nightly-20261121T030000Z.tar.zst.lifeboat.json");
+    std::fs::File::create(&path).unwrap().set_len(1 << 40).unwrap();
+    let error = format!("{:#}", Record::read(&path).unwrap_err());
+    assert!(error.contains("is larger than 64 MiB, which no backup record is"), "{error}");
+    let entries = scan(dir.path()).unwrap();
+    assert!(matches!(&entries[0].state, State::Unrecorded { unreadable: Some(why) } if why.contains("64 MiB")));
+}
+
 #[test]
 fn scan_finds_recorded_unrecorded_and_partial_archives_in_time_order() {
     let dir = Dir::new();

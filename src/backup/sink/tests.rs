@@ -318,6 +318,43 @@ fn an_existing_archive_is_never_overwritten() {
     assert_eq!(read(&split, &Identities::none()).unwrap(), b"first");
 }
 
+/// The name of an archive another export is still writing is held by its first `.partial`
+/// file, whatever either export's layout: the second export is told the name is taken, and
+/// the first one's files stay as they are.
+#[test]
+fn a_name_another_export_is_writing_is_taken() {
+    let dir = TempDir::new().unwrap();
+    for (first, second) in [(None, None), (Some(1000), Some(1000)), (None, Some(1000)), (Some(1000), None)] {
+        let path = dir.path().join(format!("p-{first:?}-{second:?}.tar"));
+        let mut writing = Sink::create(&path, &[], first).unwrap();
+        writing.write_all(&data(3000, 1)).unwrap();
+        let before = names(dir.path());
+        let error = Sink::create(&path, &[], second).err().expect("the name is held");
+        let taken = error.downcast_ref::<Taken>().expect("a Taken error");
+        assert!(!taken.finished, "{taken}");
+        assert!(taken.to_string().contains("another export is writing"), "{taken}");
+        assert_eq!(names(dir.path()), before, "the second export left nothing behind");
+        writing.finish().unwrap();
+        assert_eq!(read(&path, &Identities::none()).unwrap(), data(3000, 1));
+        // Finished, the archive still holds its name.
+        let error = Sink::create(&path, &[], second).err().expect("the name is held");
+        assert!(error.downcast_ref::<Taken>().is_some_and(|t| t.finished), "{error:#}");
+    }
+}
+
+/// An interrupted export's `.partial` files are left alone and keep their name.
+#[test]
+fn an_interrupted_exports_files_keep_their_name() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("left.tar");
+    let mut sink = Sink::create(&path, &[], None).unwrap();
+    sink.write_all(b"half an archive").unwrap();
+    drop(sink);
+    let error = Sink::create(&path, &[], None).err().expect("the name is held");
+    assert!(error.downcast_ref::<Taken>().is_some_and(|t| !t.finished), "{error:#}");
+    assert_eq!(fs::read(dir.path().join("left.tar.partial")).unwrap(), b"half an archive");
+}
+
 #[test]
 fn a_zero_part_size_is_refused() {
     let dir = TempDir::new().unwrap();

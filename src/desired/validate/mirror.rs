@@ -65,8 +65,14 @@ impl Checker<'_> {
                 if !self.claim_mirror_repository(doc, &format!("{path}.source"), &repository, &image.source, name) {
                     continue;
                 }
+                // Where each tag is first written, looked up once per tag: a set may list
+                // tens of thousands.
+                let mut written_at: HashMap<&str, usize> = HashMap::new();
+                for (t, tag) in raw_image.tags.iter().flatten().enumerate() {
+                    written_at.entry(tag.as_str()).or_insert(t);
+                }
                 for tag in image.fixed_tags() {
-                    let tag_path = match raw_image.tags.iter().flatten().position(|t| t == tag) {
+                    let tag_path = match written_at.get(tag) {
                         Some(t) => format!("{path}.tags[{t}]"),
                         None => format!("{path}.tag"),
                     };

@@ -4,6 +4,8 @@
 //! typed form; stage two, knowing the name of every document, parses each value and checks the
 //! references between documents. Nothing stops at the first problem: a broken document still
 //! registers its name, so one typo does not cascade into "missing MirrorSet" noise elsewhere.
+//! No step scans again what came before (maps and kept counts instead; hints of bounded cost),
+//! so the time grows with the size of the files, never with its square.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
@@ -12,36 +14,10 @@ use super::diagnostic::{Diagnostic, Diagnostics, Position};
 use super::image::{ImageRef, Target};
 use super::raw::{self, API_VERSION, KINDS};
 use super::source::{Source, SourceFile, is_hidden};
-use super::yaml::{self, PositionIndex, Segment};
+use super::yaml::{self, Budget, MAX_DEPTH, MAX_VALUES, PositionIndex, Refused, Segment};
 use super::{DesiredState, LoadError, Origin, Schedule};
-
-/// Mapping keys that can only hold a secret. Lifeboat never accepts one inline.
-const SECRET_KEYS: [&str; 16] = [
-    "password",
-    "passwd",
-    "pass",
-    "token",
-    "secret",
-    "auth",
-    "identitytoken",
-    "registrytoken",
-    "accesstoken",
-    "refreshtoken",
-    "apikey",
-    "apitoken",
-    "privatekey",
-    "clientsecret",
-    "secretkey",
-    "secretaccesskey",
-];
-
-/// Maps whose keys are chosen by people rather than by the format.
-const FREE_FORM_MAPS: [&str; 4] =
-    ["metadata.labels", "metadata.annotations", "spec.nodeSelector", "spec.signatures.annotations"];
-
-const SECRET_HINT: &str = "the desired state lives in Git and must never hold secrets: put credentials in a \
-     Docker config.json (for example a mounted kubernetes.io/dockerconfigjson Secret) and name its path \
-     in a Registry's spec.credentials.dockerConfig";
+use secrets::{SECRET_HINT, private_keys, report_secrets};
+use suggest::{Suggester, listed};
 
 /// Loads and validates every YAML file of `source`.
 pub fn load(source: &dyn Source) -> Result<DesiredState, LoadError> {
@@ -55,13 +31,25 @@ pub fn load(source: &dyn Source) -> Result<DesiredState, LoadError> {
         );
         return Err(LoadError::Invalid(diags));
     }
+    let suggester = Suggester::new();
     let mut docs = Vec::new();
     for file in &files {
         match &file.text {
-            Err(reason) => diags.push(Diagnostic::error(&file.display, reason.clone())),
+            Err(reason) => {
+                let mut d = Diagnostic::error(&file.display, reason.message());
+                d.line = reason.line();
+                if let Some(hint) = reason.hint() {
+                    d = d.hint(hint);
+                }
+                diags.push(d);
+            }
             Ok(text) => {
+                let mut budget = Budget::new();
                 for (number, segment) in yaml::split_documents(text).into_iter().enumerate() {
-                    if let Some(doc) = read_document(file, number + 1, segment, &mut diags) {
+                    if budget.spent() {
+                        break;
+                    }
+                    if let Some(doc) = read_document(file, number + 1, segment, &mut diags, &suggester, &mut budget) {
                         docs.push(doc);
                     }
                 }
@@ -78,6 +66,8 @@ pub fn load(source: &dyn Source) -> Result<DesiredState, LoadError> {
         target_tags: BTreeMap::new(),
         mirror_repos: BTreeMap::new(),
         failover_upstreams: BTreeMap::new(),
+        registry_hosts: HashMap::new(),
+        suggester,
     };
     // FailoverSets are read from the validated MirrorSets and Registries, wherever they are
     // written: they come last.
@@ -87,6 +77,9 @@ pub fn load(source: &dyn Source) -> Result<DesiredState, LoadError> {
         checker.check(doc);
     }
     let Checker { mut diags, mut state, .. } = checker;
+    // A private key is reported where it is written; no other message may quote it, as serde's
+    // `invalid type: string "-----BEGIN ..."` would.
+    diags.rewrite(|text| private_keys().replace_all(text, "<private key>").into_owned());
     diags = diags.sorted();
     tracing::debug!(
         source = %source.describe(),
@@ -143,6 +136,8 @@ fn read_document<'a>(
     number: usize,
     segment: Segment<'_>,
     diags: &mut Diagnostics,
+    suggester: &Suggester,
+    budget: &mut Budget,
 ) -> Option<Document<'a>> {
     let fallback_label = format!("document {number}");
     let located = |message: String, position: Option<Position>| {
@@ -150,17 +145,42 @@ fn read_document<'a>(
         d.document = Some(fallback_label.clone());
         d
     };
-    let value: serde_yaml::Value = match yaml::from_segment(segment) {
-        Ok(v) => v,
-        Err(e) => {
+    // Positions first: this pass also refuses a document too deep to hand to serde_yaml.
+    let syntax_error = |e: yaml::YamlError| {
+        located(format!("YAML syntax error: {}", e.message), e.position)
+            .hint("check indentation and quoting around this place; a `:` or `#` inside a value needs quotes")
+    };
+    let index = match PositionIndex::build(segment, budget) {
+        Ok(index) => index,
+        Err(Refused::TooDeep(position)) => {
             diags.push(
-                located(format!("YAML syntax error: {}", e.message), e.position)
-                    .hint("check indentation and quoting around this place; a `:` or `#` inside a value needs quotes"),
+                located(format!("the document nests mappings and sequences deeper than {MAX_DEPTH} levels"), Some(position))
+                    .hint("desired-state documents need fewer than 10 levels: look for an unclosed `[` or `{`, or a value indented too far"),
             );
             return None;
         }
+        Err(Refused::TooMany(position)) => {
+            diags.push(
+                located(
+                    format!("the file holds more than {MAX_VALUES} values (keys, values and list items); the rest of it was not read"),
+                    Some(position),
+                )
+                .hint("desired-state files are small (a MirrorSet of 80,000 tags holds about 80,000): split the documents over several files, or choose tags with tagRules instead of listing them"),
+            );
+            return None;
+        }
+        Err(Refused::Syntax(e)) => {
+            diags.push(syntax_error(e));
+            return None;
+        }
     };
-    let index = PositionIndex::build(segment);
+    let value: serde_yaml::Value = match yaml::from_segment(segment) {
+        Ok(v) => v,
+        Err(e) => {
+            diags.push(syntax_error(e));
+            return None;
+        }
+    };
     let Some(mapping) = value.as_mapping() else {
         report_secrets(&index, file, &fallback_label, diags);
         diags.push(
@@ -209,7 +229,7 @@ fn read_document<'a>(
         Some(k) => match KINDS.iter().find(|known| **known == k) {
             Some(known) => *known,
             None => {
-                let hint = match closest(k, KINDS.iter().copied()) {
+                let hint = match suggester.closest(k, KINDS.iter().copied()) {
                     Some(c) => format!("did you mean `{c}`? The kinds are {}", KINDS.join(", ")),
                     None => format!("the kinds are {}", KINDS.join(", ")),
                 };
@@ -236,50 +256,18 @@ fn read_document<'a>(
     match typed {
         Ok(raw) => doc.raw = Some(raw),
         Err(e) => {
-            if !secret_keys.iter().any(|k| e.message.contains(&format!("unknown field `{k}`"))) {
-                diags.push(shape_error(&doc, e));
+            // A secret key already reported is not reported again as an unknown field.
+            let unknown = e.message.split_once("unknown field `").and_then(|(_, rest)| rest.split_once('`'));
+            if !unknown.is_some_and(|(field, _)| secret_keys.iter().any(|k| k == field)) {
+                diags.push(shape_error(&doc, e, suggester));
             }
         }
     }
     Some(doc)
 }
 
-/// Reports every key that can only hold a secret, and values that are private keys.
-fn report_secrets(index: &PositionIndex, file: &SourceFile, label: &str, diags: &mut Diagnostics) -> Vec<String> {
-    let mut found = Vec::new();
-    for (path, key, position) in index.keys() {
-        // Keys of free-form maps are names chosen by people (labels, selectors), not fields.
-        let parent = path.rsplit_once('.').map_or("", |(p, _)| p);
-        if FREE_FORM_MAPS.contains(&parent) {
-            continue;
-        }
-        let normalized: String = key.chars().filter(|c| *c != '_' && *c != '-').collect::<String>().to_lowercase();
-        if SECRET_KEYS.contains(&normalized.as_str()) {
-            let mut d = Diagnostic::error(&file.display, format!("inline secret: `{key}` must not be written here"))
-                .at(Some(position))
-                .hint(SECRET_HINT);
-            d.document = Some(label.to_string());
-            d.path = Some(path.to_string());
-            diags.push(d);
-            found.push(key.to_string());
-        }
-    }
-    for (path, value, position) in index.scalars() {
-        let private = value.contains("PRIVATE KEY-----") || value.trim_start().starts_with("AGE-SECRET-KEY-");
-        if private {
-            let mut d = Diagnostic::error(&file.display, "inline secret: this value is a private key")
-                .at(Some(position))
-                .hint("only public keys belong in the desired state; keep private keys in a Secret");
-            d.document = Some(label.to_string());
-            d.path = Some(path.to_string());
-            diags.push(d);
-        }
-    }
-    found
-}
-
 /// Turns a serde error into a diagnostic with the field path split out and a hint.
-fn shape_error(doc: &Document<'_>, e: yaml::YamlError) -> Diagnostic {
+fn shape_error(doc: &Document<'_>, e: yaml::YamlError, suggester: &Suggester) -> Diagnostic {
     let (path, message) = match e.message.split_once(": ") {
         Some((p, m)) if !p.contains(' ') => (Some(p.to_string()), m.to_string()),
         _ => (None, e.message.clone()),
@@ -290,7 +278,7 @@ fn shape_error(doc: &Document<'_>, e: yaml::YamlError) -> Diagnostic {
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-        d.hint = Some(match closest(field, candidates.iter().copied()) {
+        d.hint = Some(match suggester.closest(field, candidates.iter().copied()) {
             _ if field == "<<" => "YAML merge keys (`<<`) are not supported: write the fields out".into(),
             Some(c) => format!("did you mean `{c}`?"),
             None if candidates.is_empty() => "remove this field".into(),
@@ -304,15 +292,6 @@ fn shape_error(doc: &Document<'_>, e: yaml::YamlError) -> Diagnostic {
         d.hint = Some("use one of the values listed".into());
     }
     d
-}
-
-/// The closest candidate within a small edit distance, for "did you mean" hints.
-fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .map(|c| (strsim::damerau_levenshtein(&word.to_lowercase(), &c.to_lowercase()), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
-        .min()
-        .map(|(_, c)| c)
 }
 
 /// The names of every classified document, broken or not.
@@ -351,6 +330,9 @@ struct Checker<'s> {
     mirror_repos: BTreeMap<String, (String, String)>,
     /// Every upstream a FailoverSet fails over so far: the set, its node selector, and where.
     failover_upstreams: BTreeMap<String, failover::Claim>,
+    /// The Registry document kept for each host.
+    registry_hosts: HashMap<String, String>,
+    suggester: Suggester,
 }
 
 impl Checker<'_> {
@@ -460,9 +442,14 @@ impl Checker<'_> {
 
     fn schedule(&mut self, doc: &Document<'_>, path: &str, expression: &str) -> Option<Schedule> {
         let result = Schedule::from_str(expression);
-        if let Err(message) = &result {
-            let mut d = doc.diagnostic(path, message.clone());
-            if !expression.trim().starts_with('@') {
+        if let Err(e) = &result {
+            let mut d = doc.diagnostic(path, e.message.clone());
+            if e.never_runs {
+                d = d.hint(
+                    "check the day of the month against the month: February has at most 29 days, and April, June, \
+                     September and November have 30",
+                );
+            } else if !expression.trim().starts_with('@') {
                 d = d.hint(
                     "write five fields, minute hour day-of-month month day-of-week, such as \"0 * * * *\" for hourly",
                 );
@@ -476,15 +463,12 @@ impl Checker<'_> {
     fn mirror_set_refs(&mut self, doc: &Document<'_>, mirror_sets: &[String]) {
         for (i, set) in mirror_sets.iter().enumerate() {
             if !self.names.mirror_sets.contains(set) {
-                let hint = match closest(set, self.names.mirror_sets.iter().map(String::as_str)) {
+                let hint = match self.suggester.closest(set, self.names.mirror_sets.iter().map(String::as_str)) {
                     Some(c) => format!("did you mean `{c}`?"),
                     None if self.names.mirror_sets.is_empty() => {
                         "no MirrorSet is defined; add one or remove this reference".into()
                     }
-                    None => format!(
-                        "the MirrorSets are {}",
-                        self.names.mirror_sets.iter().cloned().collect::<Vec<_>>().join(", ")
-                    ),
+                    None => format!("the MirrorSets are {}", listed(self.names.mirror_sets.iter().map(String::as_str))),
                 };
                 self.diags.push(
                     doc.diagnostic(&format!("spec.mirrorSets[{i}]"), format!("MirrorSet `{set}` does not exist"))
@@ -510,7 +494,7 @@ impl Checker<'_> {
                 let image = self.field(doc, &path, ImageRef::parse(r))?;
                 let host = &image.repository.host;
                 if !self.names.mirror_hosts.is_empty() && !self.names.mirror_hosts.contains(host) {
-                    let mirrors = self.names.mirror_hosts.iter().cloned().collect::<Vec<_>>().join(", ");
+                    let mirrors = listed(self.names.mirror_hosts.iter().map(String::as_str));
                     self.diags.push(
                         doc.diagnostic(
                             &path,
@@ -569,6 +553,8 @@ mod failover;
 mod mirror;
 mod prepull;
 mod registry;
+mod secrets;
+mod suggest;
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 use super::{Checker, Document, SECRET_HINT};
 use crate::desired::image;
 use crate::desired::raw;
-use crate::desired::{Credentials, Limits, Registry};
+use crate::desired::{Credentials, DEFAULT_CONCURRENCY, Limits, MAX_CONCURRENCY, MIN_REQUESTS_PER_SECOND, Registry};
 
 impl Checker<'_> {
     pub(super) fn registry(&mut self, doc: &Document<'_>, spec: &raw::RegistrySpec) -> Option<Registry> {
@@ -60,10 +60,20 @@ impl Checker<'_> {
         let mut limits = Limits::default();
         if let Some(l) = &spec.limits {
             if let Some(rps) = l.requests_per_second {
-                if !(rps.is_finite() && rps > 0.0) {
+                let problem = if !(rps.is_finite() && rps > 0.0) {
+                    Some(format!("{} is not a positive rate", number(rps)))
+                } else if rps < MIN_REQUESTS_PER_SECOND {
+                    Some(format!(
+                        "{} requests per second is less than one a minute: a pass over a few hundred tags would take days",
+                        number(rps)
+                    ))
+                } else {
+                    None
+                };
+                if let Some(message) = problem {
                     self.diags.push(
-                        doc.diagnostic("spec.limits.requestsPerSecond", format!("{rps} is not a positive rate"))
-                            .hint("give a number above 0, or leave it out for no limit"),
+                        doc.diagnostic("spec.limits.requestsPerSecond", message)
+                            .hint("give at least 0.0167 (one request a minute), or leave it out for no limit"),
                     );
                 }
                 limits.requests_per_second = Some(rps);
@@ -72,7 +82,18 @@ impl Checker<'_> {
                 if c == 0 {
                     self.diags.push(
                         doc.diagnostic("spec.limits.concurrency", "concurrency 0 would never send a request")
-                            .hint("give at least 1"),
+                            .hint(format!("give 1 to {MAX_CONCURRENCY}; the default is {DEFAULT_CONCURRENCY}")),
+                    );
+                } else if c > MAX_CONCURRENCY {
+                    self.diags.push(
+                        doc.diagnostic(
+                            "spec.limits.concurrency",
+                            format!(
+                                "concurrency {c} is above {MAX_CONCURRENCY}: that many requests in flight to one host \
+                                 only trips its rate limits and uses up this machine's connections"
+                            ),
+                        )
+                        .hint(format!("give 1 to {MAX_CONCURRENCY}; the default is {DEFAULT_CONCURRENCY}")),
                     );
                 }
                 limits.concurrency = c;
@@ -89,7 +110,10 @@ impl Checker<'_> {
     }
 
     pub(super) fn add_registry(&mut self, doc: &Document<'_>, name: &str, registry: Registry) {
-        let same_host = self.state.registries.iter().find(|(_, r)| r.host == registry.host);
+        let same_host = self
+            .registry_hosts
+            .get(&registry.host)
+            .and_then(|other_name| self.state.registries.get(other_name).map(|other| (other_name, other)));
         if let Some((other_name, other)) = same_host {
             let message = format!(
                 "host `{}` is already described by Registry/{other_name} ({}:{})",
@@ -105,6 +129,7 @@ impl Checker<'_> {
                 return;
             }
         }
+        self.registry_hosts.entry(registry.host.clone()).or_insert_with(|| name.to_string());
         self.state.registries.insert(name.to_string(), registry);
     }
 }
@@ -116,4 +141,9 @@ fn canonical_host(host: &str) -> String {
         "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
         other => other.to_string(),
     }
+}
+
+/// A number as people write it: `0.5`, `20`, or `1e-300` rather than three hundred zeros.
+fn number(n: f64) -> String {
+    if n != 0.0 && n.is_finite() && !(1e-4..1e15).contains(&n.abs()) { format!("{n:e}") } else { n.to_string() }
 }

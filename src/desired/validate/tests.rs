@@ -203,6 +203,8 @@ fn registry_field_problems() {
         ("  credentials: {helper: 'ecr login'}\n", "not a credential helper"),
         ("  limits: {concurrency: 0}\n", "concurrency 0"),
         ("  limits: {requestsPerSecond: -1}\n", "not a positive rate"),
+        ("  limits: {requestsPerSecond: .nan}\n", "NaN is not a positive rate"),
+        ("  limits: {requestsPerSecond: .inf}\n", "inf is not a positive rate"),
         ("  token: abc\n", "inline secret"),
         ("  registryToken: abc\n", "inline secret"),
     ];
@@ -214,6 +216,75 @@ fn registry_field_problems() {
         };
         let errors = errors_of(&text);
         assert!(errors.iter().any(|e| e.message.contains(words)), "{extra:?}: expected {words:?}, got {errors:#?}");
+    }
+}
+
+/// Budgets no registry means are refused with the bounds in the hint: `1e-300` once
+/// validated and then overflowed a `Duration` in the registry client, and `1e-6` validated and
+/// then spaced requests eleven days apart.
+#[test]
+fn request_budgets_a_registry_cannot_mean_are_refused() {
+    let base = "apiVersion: lifeboat.dev/v1alpha1\nkind: Registry\nmetadata: {name: r}\nspec:\n  host: registry.example:5000\n";
+    let table: &[(&str, &str, &str)] = &[
+        ("requestsPerSecond: 1e-300", "1e-300 requests per second is less than one a minute", "at least 0.0167"),
+        ("requestsPerSecond: 1e-6", "1e-6 requests per second is less than one a minute", "at least 0.0167"),
+        ("requestsPerSecond: 0.016", "0.016 requests per second", "one request a minute"),
+        ("requestsPerSecond: 0", "0 is not a positive rate", "at least 0.0167"),
+        ("concurrency: 257", "concurrency 257 is above 256", "give 1 to 256"),
+        ("concurrency: 4294967295", "concurrency 4294967295 is above 256", "give 1 to 256"),
+        ("concurrency: 0", "concurrency 0", "give 1 to 256"),
+    ];
+    for (limit, message, hint) in table {
+        let errors = errors_of(&format!("{base}  limits: {{{limit}}}\n"));
+        assert!(
+            errors.iter().any(|e| e.message.contains(message)
+                && e.hint.as_deref().is_some_and(|h| h.contains(hint))
+                && e.path.as_deref().is_some_and(|p| p.starts_with("spec.limits."))
+                && e.line == Some(6)),
+            "{limit}: expected {message:?} with a hint {hint:?}, got {errors:#?}"
+        );
+    }
+    // The bounds themselves are accepted, and so is no limit at all.
+    for limit in ["requestsPerSecond: 0.0167", "requestsPerSecond: 1e9", "concurrency: 256", "concurrency: 1"] {
+        let text = format!("{base}  limits: {{{limit}}}\n");
+        assert!(errors_of(&text).is_empty(), "{limit}: {:#?}", errors_of(&text));
+    }
+}
+
+/// A schedule that can never run is refused where it is written, for sets and policies alike.
+#[test]
+fn a_schedule_that_never_runs_is_refused() {
+    let errors = mirror_with("  images:", "  schedule: \"0 0 30 2 *\"\n  images:");
+    assert!(
+        errors.iter().any(|e| e.path.as_deref() == Some("spec.schedule")
+            && e.message == "`0 0 30 2 *` never runs: no date matches it"
+            && e.hint.as_deref().is_some_and(|h| h.contains("February has at most 29 days"))
+            && (e.line, e.column) == (Some(6), Some(13))),
+        "{errors:#?}"
+    );
+    let backup = "apiVersion: lifeboat.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {name: b}\nspec:\n  schedule: \"0 3 31 11 *\"\n  destination: /backups\n  mirrorSets: [base]\n";
+    let Err(diags) = load_files(&[("m.yaml", MIRROR), ("b.yaml", backup)]) else { panic!("accepted") };
+    assert!(diags.iter().any(|e| e.message.contains("never runs") && e.file == "b.yaml"), "{diags}");
+}
+
+/// A private key in a field of another type was reported, and then quoted whole by serde's
+/// `invalid type` message in the next diagnostic.
+#[test]
+fn no_message_quotes_a_private_key() {
+    let registry =
+        "apiVersion: lifeboat.dev/v1alpha1\nkind: Registry\nmetadata: {name: r}\nspec:\n  host: registry.example\n";
+    for value in [
+        "\"-----BEGIN OPENSSH PRIVATE KEY-----\\nb3BlbnNzaC1rZXktdjE\\n-----END OPENSSH PRIVATE KEY-----\"",
+        "\"-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\"",
+        "AGE-SECRET-KEY-1QYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQ",
+    ] {
+        let errors = errors_of(&format!("{registry}  limits: {{concurrency: {value}}}\n"));
+        assert!(errors.iter().any(|e| e.message.contains("is a private key")), "{errors:#?}");
+        let all = format!("{errors:?}");
+        for secret in ["b3BlbnNzaC1rZXktdjE", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", "QYQSZQGPQYQSZQGP"] {
+            assert!(!all.contains(secret), "{value}: {all}");
+        }
+        assert!(errors.iter().any(|e| e.message.contains("invalid type: string \"<private key>")), "{errors:#?}");
     }
 }
 
