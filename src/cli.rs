@@ -474,6 +474,11 @@ pub struct PlanArgs {
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// Handle only shard I of N (0-based) of the mirror: the images whose mirror repository
+    /// hashes to it, so N processes given 0/N to N-1/N share a pass with no coordination. A
+    /// shard's pass is the mirror stage alone and publishes no status.
+    #[arg(long, value_name = "I/N", env = "LIFEBOAT_SHARD")]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// The Kubernetes cluster whose nodes PrePullSets cover.
@@ -593,6 +598,11 @@ pub struct ApplyArgs {
     /// Print the plan and change nothing (the same as `lifeboat plan`).
     #[arg(long, env = "LIFEBOAT_DRY_RUN")]
     pub dry_run: bool,
+    /// Handle only shard I of N (0-based) of the mirror: the images whose mirror repository
+    /// hashes to it, so N processes given 0/N to N-1/N share a pass with no coordination. A
+    /// shard's pass is the mirror stage alone and publishes no status.
+    #[arg(long, value_name = "I/N", env = "LIFEBOAT_SHARD")]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 #[derive(Debug, Args)]

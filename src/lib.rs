@@ -11,7 +11,8 @@
 //! back to the mirror, and [`nodeagent`] is the agent on each node: it pulls a `cri` pre-pull
 //! set's images and writes those failover files. [`error`] is the one classification of other
 //! systems' failures that the registry, cluster and node-agent modules share, and [`retry`]
-//! the one backoff for trying again.
+//! the one backoff for trying again. [`shard`] cuts a pass by mirror repository for
+//! processes that share the work with no coordination.
 //!
 //! Each external crate has one owner: git2 → [`git`], oci-client and sigstore → [`registry`],
 //! kube and k8s-openapi → [`cluster`], the CRI client → [`nodeagent`]. The command line
@@ -42,4 +43,5 @@ pub mod registry;
 pub mod repo;
 pub mod retry;
 pub mod schema;
+pub mod shard;
 pub mod status;

@@ -8,6 +8,7 @@ use crate::plan::render;
 use crate::prepull::report as prepull_report;
 use crate::reconcile::{self, Loaded, Pass};
 use crate::repo::Repo;
+use crate::shard::Shard;
 
 pub fn plan(args: &PlanArgs, output: Output) -> anyhow::Result<u8> {
     let repo = Repo::new(&super::source(&args.source, None)?)?;
@@ -21,6 +22,10 @@ pub fn plan(args: &PlanArgs, output: Output) -> anyhow::Result<u8> {
             }
         };
         warn(&ctx.state.warnings);
+        let ctx = match args.shard {
+            Some(shard) => Box::new(ctx.sharded(shard)),
+            None => ctx,
+        };
         let pass = reconcile::dry_run(&ctx).await;
         print_plan(&pass, output)?;
         Ok(exit::of(pass.result()))
@@ -29,9 +34,16 @@ pub fn plan(args: &PlanArgs, output: Output) -> anyhow::Result<u8> {
 
 pub fn apply(args: &ApplyArgs, output: Output) -> anyhow::Result<u8> {
     if args.dry_run {
-        let plan =
-            PlanArgs { source: args.source.clone(), registry: args.registry.clone(), cluster: args.cluster.clone() };
+        let plan = PlanArgs {
+            source: args.source.clone(),
+            registry: args.registry.clone(),
+            cluster: args.cluster.clone(),
+            shard: args.shard,
+        };
         return self::plan(&plan, output);
+    }
+    if let Some(shard) = args.shard {
+        return apply_shard(args, shard, output);
     }
     let repo = Repo::new(&super::source(&args.source, Some(&args.status))?)?;
     let heartbeat = args.status.heartbeat.and_then(|h| chrono::Duration::from_std(h).ok());
@@ -55,6 +67,26 @@ pub fn apply(args: &ApplyArgs, output: Output) -> anyhow::Result<u8> {
         None => {}
     }
     Ok(code)
+}
+
+/// `apply --shard`: the shard's part of the mirror, printed as `apply` prints a pass; no status.
+fn apply_shard(args: &ApplyArgs, shard: Shard, output: Output) -> anyhow::Result<u8> {
+    let repo = Repo::new(&super::source(&args.source, None)?)?;
+    let loaded = runtime()?.block_on(async {
+        let setup = super::setup(&args.registry, &args.cluster).await;
+        reconcile::shard(&repo, &setup, shard).await
+    })?;
+    match loaded {
+        Err(invalid) => {
+            report_invalid(&invalid.diagnostics, output, invalid.commit.as_deref())?;
+            Ok(exit::ERROR)
+        }
+        Ok(pass) => {
+            print_applied(&pass, output)?;
+            eprintln!("shard {shard}: status not published (the pass combining the shards writes it)");
+            Ok(exit::of(pass.result()))
+        }
+    }
 }
 
 /// The pre-pull part for people, when there is anything to say.

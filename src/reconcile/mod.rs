@@ -33,6 +33,7 @@ use crate::outcome::{SetPass, SetResult};
 use crate::prepull::PrePullPass;
 use crate::registry::{OciRegistry, Options};
 use crate::repo::{Repo, Snapshot};
+use crate::shard::Shard;
 use crate::status::{self, BackupObservation};
 
 pub use mirror::MirrorPass;
@@ -98,6 +99,12 @@ impl Context {
             Some(commit) => format!("commit {commit}, tree {}", self.tree),
             None => format!("tree {}", self.tree),
         }
+    }
+
+    /// The part of this context that `shard` handles: of each MirrorSet, the images landing in
+    /// its mirror repositories, and nothing else ([`crate::shard`]).
+    pub fn sharded(&self, shard: Shard) -> Context {
+        Context { state: Arc::new(shard.of(&self.state)), ..self.clone() }
     }
 }
 
@@ -232,6 +239,16 @@ pub async fn once(repo: &Repo, setup: &Setup, heartbeat: Option<chrono::Duration
     };
     let published = publish(repo, report, Utc::now(), heartbeat).await?;
     Ok(Once { loaded, published })
+}
+
+/// `apply --shard I/N`: load, then a full pass over the shard's part of the desired state. No
+/// status is published: a shard sees only part of the desired state, and the pass combining the
+/// shards writes the one status.
+pub async fn shard(repo: &Repo, setup: &Setup, shard: Shard) -> anyhow::Result<Result<Pass, Invalid>> {
+    Ok(match load(repo, setup).await? {
+        Loaded::Invalid(invalid) => Err(invalid),
+        Loaded::Valid(ctx) => Ok(run(&ctx.sharded(shard)).await),
+    })
 }
 
 /// Renders the status against what the status branch holds and commits it when it says

@@ -400,3 +400,85 @@ fn exit_codes_status_and_metrics_agree_on_every_outcome_kind() {
         assert_eq!(RunResult::of(set.result()), RunResult::of(result));
     }
 }
+
+/// Even repositories come from one upstream, odd ones from another that a case can take down.
+fn host_of(repo: usize) -> &'static str {
+    if repo % 2 == 0 { UP } else { "up2.example" }
+}
+
+/// Two MirrorSets writing into the same mirror prefix, over `repos` upstream repositories.
+fn two_sets(repos: &[usize], prune: bool) -> DesiredState {
+    let images = |range: &[usize], tags: &str| -> String {
+        range.iter().map(|r| format!("    - source: {}/app{r}\n      tags: [{tags}]\n", host_of(*r))).collect()
+    };
+    let (first, second) = repos.split_at(repos.len() / 2);
+    let set = |name: &str, images: String| {
+        format!(
+            "apiVersion: lifeboat.dev/v1alpha1\nkind: MirrorSet\nmetadata: {{name: {name}}}\nspec:\n  target: {MIRROR}/m\n  prune: {prune}\n  images:\n{images}"
+        )
+    };
+    // The second set also mirrors other tags of the first set's first repository: prunes there
+    // must see both sets.
+    let shared = images(&first[..first.len().min(1)], "d");
+    let mut files = BTreeMap::from([("one.yaml".to_string(), set("one", images(first, "a, b, c")))]);
+    if !second.is_empty() || !shared.is_empty() {
+        files.insert("two.yaml".to_string(), set("two", shared + &images(second, "a, b, c")));
+    }
+    match load(&MemorySource { files }) {
+        Ok(s) => s,
+        Err(LoadError::Invalid(d)) => panic!("{d}"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// `--shard I/N`: the N shards' plans are disjoint and together are the unsharded plan,
+    /// prunes included, whatever the mirror holds.
+    #[test]
+    fn shard_plans_are_disjoint_and_add_up_to_the_whole(
+        repos in prop::collection::btree_set(0usize..12, 1..8),
+        upstream in prop::collection::vec((0usize..12, "[a-d]", 0u32..3), 0..30),
+        mirror in prop::collection::vec((0usize..12, "[a-e]", 0u32..3), 0..30),
+        second_down in any::<bool>(),
+        prune in any::<bool>(),
+        count in 1u32..6,
+    ) {
+        let registry = FakeRegistry::default();
+        for (r, tag, n) in &upstream {
+            registry.push(&format!("{}/app{r}", host_of(*r)), tag, &digest(*n));
+        }
+        for (r, tag, n) in &mirror {
+            registry.push(&format!("{MIRROR}/m/app{r}"), tag, &digest(*n));
+        }
+        registry.set_down("up2.example", second_down);
+        let repos: Vec<usize> = repos.into_iter().collect();
+        let desired = two_sets(&repos, prune);
+        let whole = rt().block_on(dry_run(&desired, &registry)).plan;
+        let mut changes = Vec::new();
+        let mut notes = Vec::new();
+        let mut in_sync = 0;
+        for index in 0..count {
+            let shard = crate::shard::Shard::new(index, count).unwrap();
+            let part = rt().block_on(dry_run(&shard.of(&desired), &registry)).plan;
+            changes.extend(part.changes);
+            notes.extend(part.notes);
+            in_sync += part.in_sync;
+        }
+        let key = |c: &crate::plan::Change| format!("{c:?}");
+        let mut expected: Vec<String> = whole.changes.iter().map(key).collect();
+        let mut got: Vec<String> = changes.iter().map(key).collect();
+        expected.sort();
+        got.sort();
+        let distinct: std::collections::BTreeSet<&String> = got.iter().collect();
+        prop_assert_eq!(distinct.len(), got.len(), "a change planned by two shards");
+        prop_assert_eq!(got, expected);
+        let mut expected: Vec<String> = whole.notes.iter().map(|n| format!("{n:?}")).collect();
+        let mut got: Vec<String> = notes.iter().map(|n| format!("{n:?}")).collect();
+        expected.sort();
+        got.sort();
+        prop_assert_eq!(got, expected);
+        prop_assert_eq!(in_sync, whole.in_sync);
+    }
+}

@@ -19,6 +19,7 @@ mod outage;
 mod prepull;
 mod restore;
 mod schema;
+mod shard;
 mod signatures;
 mod support;
 mod untrusted_registry;
